@@ -1,0 +1,41 @@
+"""Command line: serve, make-tiny-models, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m backend", description="Framesmith backend")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    from .server import add_arguments
+
+    add_arguments(sub.add_parser("serve", help="run the job server"))
+    tiny = sub.add_parser("make-tiny-models", help="write tiny random models for tests and demos")
+    tiny.add_argument("dest", type=Path)
+    doctor = sub.add_parser("doctor", help="check this environment and a models folder")
+    doctor.add_argument("--models", type=Path, default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from .server import serve
+
+        return serve(args)
+    if args.command == "make-tiny-models":
+        from .models.tiny import make_tiny_models
+
+        for path in make_tiny_models(args.dest):
+            print(path)
+        return 0
+    if args.command == "doctor":
+        from .doctor import run
+
+        return run(args.models)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

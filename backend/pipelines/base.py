@@ -1,0 +1,110 @@
+"""The one small interface between the worker and a pipeline.
+
+A pipeline turns a job's inputs into output frames, one chunk at a time. The worker owns the
+queue, persistence, resume and cancel; a pipeline only computes. A chunk is the unit of work
+(and, later, of distribution): the worker skips every chunk whose frames are all finished, so
+a resumed job continues from its first missing frame.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+
+class Pass(enum.StrEnum):
+    BEAUTY = "beauty"
+    DEPTH = "depth"
+    NORMAL = "normal"
+    VECTOR = "vector"
+    LINEART = "lineart"
+    KEYFRAME = "keyframe"
+
+
+class Canceled(Exception):
+    """Raised by RunContext.check_cancel() when the job was canceled."""
+
+
+class PipelineError(Exception):
+    """A job failure whose message a user can act on (shown as the job's error)."""
+
+
+class InputError(ValueError):
+    """A request or input that cannot be run; becomes a 4xx with this message."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    id: str
+    kind: str
+    width: int
+    height: int
+    frames: tuple[int, ...]  # output frames, ascending, unique
+    keyframes: tuple[int, ...]  # key frames (in-between), ascending, unique; () otherwise
+    params: Mapping[str, Any]  # already validated by the pipeline's Params model (as a dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    index: int
+    frames: tuple[int, ...]  # frames whose outputs this chunk writes
+    context: tuple[int, ...]  # frames it reads (a superset of frames: overlap with neighbours)
+
+
+class RunContext(Protocol):
+    """What a pipeline may use while it runs a chunk."""
+
+    job: JobSpec
+    device: str  # "cpu", "cuda", "cuda:1", ...
+
+    @property
+    def models(self) -> Any:  # backend.models.registry.ModelRegistry
+        ...
+
+    def has_input(self, pass_: Pass, frame: int) -> bool: ...
+
+    def input(self, pass_: Pass, frame: int) -> np.ndarray:
+        """Decoded input: float32 HxWxC. Colour passes in 0..1 (sRGB as stored), float passes raw."""
+
+    def finished_output(self, frame: int) -> np.ndarray | None:
+        """An already written output frame (uint8 HxWxC), e.g. to blend a chunk's overlap."""
+
+    def write_output(self, frame: int, image: np.ndarray) -> None:
+        """Persist one output frame atomically: uint8 HxWx3 (RGB) or HxWx4 (RGBA)."""
+
+    def progress(self, stage: str, done: int, total: int) -> None: ...
+
+    def check_cancel(self) -> None:
+        """Raise Canceled if the job was canceled. Call at least once per step / frame."""
+
+
+class Pipeline(Protocol):
+    kind: str  # "stylize", "inbetween"
+
+    def params_model(self) -> type[BaseModel]:
+        """The pydantic model that validates the job's params (unknown fields refused)."""
+
+    def check_job(self, job: JobSpec) -> None:
+        """Raise InputError for a job this pipeline cannot run (wrong frames, sizes, ...)."""
+
+    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+        """Inputs that must be uploaded before the job may start."""
+
+    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+        """Every input that may be uploaded (required ones included)."""
+
+    def missing_models(self, job: JobSpec, models: Any) -> list[str]:
+        """Human-readable lines naming what must be installed to run this job; [] if ready."""
+
+    def plan(self, job: JobSpec) -> list[Chunk]:
+        """Cut the job into chunks; deterministic for a given job, so resume finds the same cut."""
+
+    def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
+        """Compute the chunk and write every frame in chunk.frames through ctx.write_output."""

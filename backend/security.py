@@ -1,0 +1,209 @@
+"""The gate in front of every route: Host and Origin checks, bearer token, body size bounds.
+
+A pure ASGI middleware wrapped around the whole app, so nothing (not even /openapi.json or a 404)
+answers before these checks, and a request body is bounded before anything buffers it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+log = logging.getLogger("framesmith.http")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class GateConfig:
+    token: str
+    port: int = 0  # set once the socket is bound
+    bind_host: str = "127.0.0.1"
+    extra_hosts: tuple[str, ...] = ()  # names a proxy or remote client uses to reach us
+    max_json_bytes: int = 4 * 1024 * 1024
+    max_upload_bytes: int = 512 * 1024 * 1024
+    upload_path_prefix: str = "/v1/jobs/"
+    upload_path_marker: str = "/inputs/"
+    allowed_hosts: set[str] = field(default_factory=set)
+
+    def refresh_hosts(self) -> None:
+        names = set(LOOPBACK_NAMES) if is_loopback(self.bind_host) else set()
+        if not is_loopback(self.bind_host) and self.bind_host not in ("0.0.0.0", "::"):
+            names.add(f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host)
+        names.update(self.extra_hosts)
+        self.allowed_hosts = {f"{n}:{self.port}".lower() for n in names}
+
+    def body_limit(self, method: str, path: str) -> int:
+        if (
+            method == "PUT"
+            and path.startswith(self.upload_path_prefix)
+            and self.upload_path_marker in path
+        ):
+            return self.max_upload_bytes
+        return self.max_json_bytes
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+
+
+class Gate:
+    def __init__(self, app: ASGIApp, config: GateConfig) -> None:
+        self.app = app
+        self.config = config
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await _close_websocket(send)
+            return
+        started = time.perf_counter()
+        status_box = [0]
+
+        async def send_logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                status, detail, extra = refusal
+                await _send_json(send_logged, status, detail, extra)
+                return
+            limit = self.config.body_limit(scope["method"], scope["path"])
+            await self.app(scope, _bounded(receive, limit), send_logged)
+        finally:
+            log.info(
+                "%s %s %s %d %.1fms",
+                _client(scope),
+                scope.get("method"),
+                scope.get("path"),
+                status_box[0],
+                (time.perf_counter() - started) * 1000,
+            )
+
+    def _refusal(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
+        headers = _headers(scope)
+        host = headers.get("host", "")
+        if host.lower() not in self.config.allowed_hosts:
+            expected = sorted(self.config.allowed_hosts)[0] if self.config.allowed_hosts else "?"
+            return (
+                421,
+                f"Host header {host!r} does not name this server (expected e.g. {expected});"
+                " if you reach the backend under another name, start it with --allow-host NAME",
+                {},
+            )
+        if "origin" in headers:
+            return (
+                403,
+                "requests from web pages are refused (Origin header present); the backend"
+                " serves the Blender add-on and scripts only",
+                {},
+            )
+        site = headers.get("sec-fetch-site")
+        if site is not None and site != "none":
+            return 403, f"cross-site request refused (Sec-Fetch-Site: {site})", {}
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE"):
+            ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype in FORM_TYPES:
+                return (
+                    415,
+                    f"content type {ctype!r} is refused; send application/json or raw image bytes",
+                    {},
+                )
+        auth = headers.get("authorization", "")
+        scheme, _, presented = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            presented.strip().encode(), self.config.token.encode()
+        ):
+            return (
+                401,
+                "missing or wrong token: send 'Authorization: Bearer <token>' with the token"
+                " from the backend's ready file or its --token option",
+                {"www-authenticate": "Bearer"},
+            )
+        length = headers.get("content-length")
+        limit = self.config.body_limit(scope["method"], scope["path"])
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                return 400, "Content-Length is not a number", {}
+            if declared > limit:
+                return 413, f"request body of {declared} bytes is over the limit of {limit}", {}
+        return None
+
+
+def _bounded(receive: Receive, limit: int) -> Receive:
+    """Count body bytes as they arrive (chunked or lying Content-Length) and stop at the limit."""
+    received = 0
+
+    async def wrapped() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return wrapped
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in scope.get("headers", []):
+        name = k.decode("latin-1").lower()
+        value = v.decode("latin-1")
+        # a repeated Host/Origin/Authorization header is suspicious: keep the first, and make the
+        # Host check fail by joining them
+        out[name] = f"{out[name]},{value}" if name in out else value
+    return out
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"
+
+
+async def _send_json(send: Send, status: int, detail: str, extra: dict[str, str]) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.encode(), v.encode()) for k, v in extra.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _close_websocket(send: Send) -> None:
+    await send({"type": "websocket.close", "code": 1008})

@@ -1,0 +1,397 @@
+"""Jobs in SQLite (WAL) plus one folder per job; inputs and outputs are atomic files.
+
+The database holds each job's request, state and progress; the files are the truth for what
+was uploaded and what has finished, so a frame renamed into place before a crash is never lost
+and never recomputed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .files import TMP_MARK, atomic_write, sweep_temp_files
+from .pipelines.base import JobSpec, Pass
+
+log = logging.getLogger("framesmith.store")
+
+JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+FRAME_DIGITS = 6
+
+
+class JobState(enum.StrEnum):
+    AWAITING_INPUTS = "awaiting_inputs"
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobState.DONE, JobState.FAILED, JobState.CANCELED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str = ""
+    done: int = 0  # within the current stage of the current chunk
+    total: int = 0
+    chunk: int = 0  # chunks finished before the current one
+    chunks: int = 0
+
+    @property
+    def fraction(self) -> float:
+        if self.chunks <= 0:
+            return 0.0
+        within = self.done / self.total if self.total > 0 else 0.0
+        return min(1.0, (self.chunk + within) / self.chunks)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    state: JobState
+    width: int
+    height: int
+    frames: tuple[int, ...]
+    keyframes: tuple[int, ...]
+    params: dict[str, Any]
+    created_at: float
+    updated_at: float
+    progress: Progress = field(default_factory=Progress)
+    error: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str = ""
+    cancel_requested: bool = False
+
+    def spec(self) -> JobSpec:
+        return JobSpec(
+            id=self.id,
+            kind=self.kind,
+            width=self.width,
+            height=self.height,
+            frames=self.frames,
+            keyframes=self.keyframes,
+            params=self.params,
+        )
+
+
+class IdempotencyConflict(Exception):
+    """The Idempotency-Key was used before for a different request."""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    frames TEXT NOT NULL,
+    keyframes TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    queued_at REAL,
+    stage TEXT NOT NULL DEFAULT '',
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    chunk INTEGER NOT NULL DEFAULT 0,
+    chunks INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    idempotency_key TEXT UNIQUE,
+    request_hash TEXT NOT NULL DEFAULT '',
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queued_at);
+"""
+
+
+def frame_name(frame: int, ext: str) -> str:
+    sign = "-" if frame < 0 else ""
+    return f"{sign}{abs(frame):0{FRAME_DIGITS}d}.{ext}"
+
+
+class Store:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir.resolve()
+        self.jobs_dir = self.root / "jobs"
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            self.root / "framesmith.db", check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        swept = sweep_temp_files(self.jobs_dir)
+        if swept:
+            log.info("swept %d temp file(s) left by an interrupted write", swept)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        *,
+        kind: str,
+        width: int,
+        height: int,
+        frames: tuple[int, ...],
+        keyframes: tuple[int, ...],
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        request_hash: str,
+    ) -> tuple[JobRecord, bool]:
+        """Create a job, or return the one made earlier with the same Idempotency-Key.
+
+        Returns (job, created).
+        """
+        with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,)
+                ).fetchone()
+                if row is not None:
+                    if row["request_hash"] != request_hash:
+                        raise IdempotencyConflict(idempotency_key)
+                    return _record(row), False
+            job_id = uuid.uuid4().hex
+            now = time.time()
+            db.execute(
+                "INSERT INTO jobs (id, kind, state, width, height, frames, keyframes, params,"
+                " created_at, updated_at, idempotency_key, request_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    kind,
+                    JobState.AWAITING_INPUTS.value,
+                    width,
+                    height,
+                    json.dumps(list(frames)),
+                    json.dumps(list(keyframes)),
+                    json.dumps(params, sort_keys=True),
+                    now,
+                    now,
+                    idempotency_key,
+                    request_hash,
+                ),
+            )
+        self.job_dir(job_id).mkdir(parents=True, exist_ok=True)
+        log.info("job %s created: %s, %d frame(s)", job_id, kind, len(frames))
+        job = self.get(job_id)
+        assert job is not None
+        return job, True
+
+    def get(self, job_id: str) -> JobRecord | None:
+        if not JOB_ID_RE.match(job_id):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _record(row) if row else None
+
+    def list(self, limit: int = 100, state: JobState | None = None) -> list[JobRecord]:
+        with self._lock:
+            if state is None:
+                rows = self._db.execute(
+                    "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?",
+                    (state.value, limit),
+                ).fetchall()
+        return [_record(r) for r in rows]
+
+    def count(self, state: JobState) -> int:
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = ?", (state.value,)
+            ).fetchone()[0]
+
+    def transition(
+        self,
+        job_id: str,
+        to: JobState,
+        *,
+        allowed_from: tuple[JobState, ...],
+        error: str | None = None,
+    ) -> JobRecord | None:
+        """Move a job to `to` if it is in one of `allowed_from`; returns the job after, or None."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or JobState(row["state"]) not in allowed_from:
+                return None
+            if to is JobState.QUEUED:
+                db.execute(
+                    "UPDATE jobs SET state = ?, updated_at = ?, queued_at = COALESCE(queued_at, ?)"
+                    " WHERE id = ?",
+                    (to.value, now, now, job_id),
+                )
+            else:
+                db.execute(
+                    "UPDATE jobs SET state = ?, updated_at = ?, error = COALESCE(?, error)"
+                    " WHERE id = ?",
+                    (to.value, now, error, job_id),
+                )
+        log.info(
+            "job %s: %s -> %s%s", job_id, row["state"], to.value, f" ({error})" if error else ""
+        )
+        return self.get(job_id)
+
+    def request_cancel(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET cancel_requested = 1, updated_at = ? WHERE id = ?",
+                (time.time(), job_id),
+            )
+
+    def set_progress(self, job_id: str, p: Progress) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET stage = ?, done = ?, total = ?, chunk = ?, chunks = ?,"
+                " updated_at = ? WHERE id = ?",
+                (p.stage, p.done, p.total, p.chunk, p.chunks, time.time(), job_id),
+            )
+
+    def next_queued(self) -> JobRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM jobs WHERE state = ? ORDER BY queued_at, seq LIMIT 1",
+                (JobState.QUEUED.value,),
+            ).fetchone()
+        return _record(row) if row else None
+
+    def requeue_interrupted(self) -> list[str]:
+        """After a crash or restart: jobs left running go back to the head of the queue."""
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, cancel_requested FROM jobs WHERE state = ?",
+                (JobState.RUNNING.value,),
+            ).fetchall()
+            for r in rows:
+                new = JobState.CANCELED if r["cancel_requested"] else JobState.QUEUED
+                db.execute(
+                    "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
+                    (new.value, time.time(), r["id"]),
+                )
+        ids = [r["id"] for r in rows]
+        for job_id in ids:
+            log.info("job %s was interrupted; it resumes from its first missing frame", job_id)
+        return ids
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        log.info("job %s deleted", job_id)
+
+    # --- files ----------------------------------------------------------------------------
+
+    def job_dir(self, job_id: str) -> Path:
+        if not JOB_ID_RE.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        return self.jobs_dir / job_id
+
+    def input_path(self, job_id: str, pass_: Pass, frame: int, ext: str) -> Path:
+        return self.job_dir(job_id) / "inputs" / pass_.value / frame_name(frame, ext)
+
+    def find_input(self, job_id: str, pass_: Pass, frame: int) -> Path | None:
+        for ext in ("png", "exr"):
+            p = self.input_path(job_id, pass_, frame, ext)
+            if p.is_file():
+                return p
+        return None
+
+    def save_input(self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes) -> Path:
+        path = self.input_path(job_id, pass_, frame, ext)
+        atomic_write(path, data)
+        other = self.input_path(job_id, pass_, frame, "exr" if ext == "png" else "png")
+        other.unlink(missing_ok=True)
+        return path
+
+    def uploaded(self, job_id: str) -> dict[Pass, set[int]]:
+        out: dict[Pass, set[int]] = {}
+        base = self.job_dir(job_id) / "inputs"
+        for p in Pass:
+            folder = base / p.value
+            if folder.is_dir():
+                frames = {_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)}
+                out[p] = {f for f in frames if f is not None}
+        return out
+
+    def output_path(self, job_id: str, frame: int) -> Path:
+        return self.job_dir(job_id) / "outputs" / frame_name(frame, "png")
+
+    def write_output(self, job_id: str, frame: int, png: bytes) -> None:
+        atomic_write(self.output_path(job_id, frame), png)
+
+    def finished_frames(self, job_id: str) -> list[int]:
+        folder = self.job_dir(job_id) / "outputs"
+        if not folder.is_dir():
+            return []
+        frames = [_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)]
+        return sorted(f for f in frames if f is not None)
+
+
+def _is_frame_file(p: Path) -> bool:
+    return TMP_MARK not in p.name and p.is_file()
+
+
+def _frame_of(p: Path) -> int | None:
+    try:
+        return int(p.stem)
+    except ValueError:
+        return None
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        kind=row["kind"],
+        state=JobState(row["state"]),
+        width=row["width"],
+        height=row["height"],
+        frames=tuple(json.loads(row["frames"])),
+        keyframes=tuple(json.loads(row["keyframes"])),
+        params=json.loads(row["params"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        progress=Progress(row["stage"], row["done"], row["total"], row["chunk"], row["chunks"]),
+        error=row["error"],
+        idempotency_key=row["idempotency_key"],
+        request_hash=row["request_hash"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )

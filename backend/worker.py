@@ -1,0 +1,253 @@
+"""One worker thread per device: runs queued jobs chunk by chunk, resumable and cancelable.
+
+A chunk whose frames are all on disk is skipped, so a job interrupted by a crash resumes from
+its first missing frame and never recomputes (or rewrites) a finished one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import pipelines
+from .pipelines.base import Canceled, Chunk, InputError, JobSpec, Pass, PipelineError
+from .store import JobRecord, JobState, Progress, Store
+
+log = logging.getLogger("framesmith.worker")
+
+# Fault injection for the crash tests only: after this many frames written by this process, the
+# worker thread blocks forever, holding its job in "running" until the process is killed.
+HOLD_ENV = "FRAMESMITH_FAULT_HOLD_AFTER_FRAMES"
+
+
+class JobContext:
+    """The RunContext a pipeline sees for one job."""
+
+    def __init__(
+        self,
+        store: Store,
+        job: JobRecord,
+        device: str,
+        models: Callable[[], Any],
+        cancel_event: threading.Event,
+        on_frame_written: Callable[[], None],
+    ) -> None:
+        self.job: JobSpec = job.spec()
+        self.device = device
+        self._store = store
+        self._models = models
+        self._cancel = cancel_event
+        self._on_frame_written = on_frame_written
+        self._progress = Progress()
+        self._decoded: dict[tuple[Pass, int], np.ndarray] = {}
+
+    @property
+    def models(self) -> Any:
+        return self._models()
+
+    def has_input(self, p: Pass, frame: int) -> bool:
+        return self._store.find_input(self.job.id, p, frame) is not None
+
+    def input(self, p: Pass, frame: int) -> np.ndarray:
+        key = (p, frame)
+        if key not in self._decoded:
+            from .vision.imageio import decode
+
+            path = self._store.find_input(self.job.id, p, frame)
+            if path is None:
+                raise PipelineError(f"input {p.value} for frame {frame} was not uploaded")
+            self._decoded[key] = decode(
+                path.read_bytes(),
+                max_pixels=self.job.width * self.job.height,
+                expect_size=(self.job.width, self.job.height),
+                pass_=p,
+            )
+        return self._decoded[key]
+
+    def finished_output(self, frame: int) -> np.ndarray | None:
+        path = self._store.output_path(self.job.id, frame)
+        if not path.is_file():
+            return None
+        import cv2
+
+        img = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            return None
+        if img.ndim == 3 and img.shape[2] == 4:
+            return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+    def write_output(self, frame: int, image: np.ndarray) -> None:
+        from .vision.imageio import encode_png
+
+        if frame not in self.job.frames:
+            raise PipelineError(f"pipeline wrote frame {frame}, which the job did not ask for")
+        h, w = self.job.height, self.job.width
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[:2] != (h, w):
+            raise PipelineError(
+                f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
+                f" expected uint8 {h}x{w}x3 or x4"
+            )
+        self._store.write_output(self.job.id, frame, encode_png(image))
+        self._on_frame_written()
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        p = self._progress
+        self._progress = Progress(stage, done, total, p.chunk, p.chunks)
+        self._store.set_progress(self.job.id, self._progress)
+
+    def set_chunk(self, finished_chunks: int, chunks: int) -> None:
+        p = self._progress
+        self._progress = Progress(p.stage, 0, p.total, finished_chunks, chunks)
+        self._store.set_progress(self.job.id, self._progress)
+        self._decoded.clear()
+
+    def check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Canceled()
+
+
+class Worker:
+    def __init__(self, store: Store, device: str, models: Callable[[], Any]) -> None:
+        self.store = store
+        self.device = device
+        self._models = models
+        self._wake = threading.Condition()
+        self._stop = False
+        self._current: str | None = None
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"worker-{device}", daemon=True)
+        self._frames_written = 0
+        self.ready = threading.Event()  # set once the device is known
+        hold = os.environ.get(HOLD_ENV)
+        self._hold_after = int(hold) if hold else None
+
+    # --- control from the API thread -------------------------------------------------------
+
+    def start(self) -> None:
+        resumed = self.store.requeue_interrupted()
+        if resumed:
+            log.info("resuming %d interrupted job(s)", len(resumed))
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._wake:
+            self._stop = True
+            self._cancel.set()  # a running chunk stops at its next step; the job is requeued
+            self._wake.notify_all()
+        self._thread.join(timeout)
+
+    def notify(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    def cancel(self, job_id: str) -> None:
+        self.store.request_cancel(job_id)
+        with self._wake:
+            if self._current == job_id:
+                self._cancel.set()
+
+    @property
+    def current_job(self) -> str | None:
+        return self._current
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self.ready.wait()
+        while True:
+            with self._wake:
+                if self._stop:
+                    return
+                job = self.store.next_queued()
+                if job is None:
+                    self._wake.wait()
+                    continue
+                self._current = job.id
+                self._cancel.clear()
+            try:
+                self._run(job)
+            except Exception:  # never let one job kill the worker
+                log.exception("job %s: unexpected error in the worker", job.id)
+                self.store.transition(
+                    job.id,
+                    JobState.FAILED,
+                    allowed_from=(JobState.RUNNING,),
+                    error="internal error in the backend; see the backend log",
+                )
+            finally:
+                with self._wake:
+                    self._current = None
+
+    def _run(self, job: JobRecord) -> None:
+        running = self.store.transition(job.id, JobState.RUNNING, allowed_from=(JobState.QUEUED,))
+        if running is None:
+            return
+        if running.cancel_requested:
+            self.store.transition(job.id, JobState.CANCELED, allowed_from=(JobState.RUNNING,))
+            return
+        try:
+            pipeline = pipelines.get(job.kind)
+        except LookupError as exc:
+            self._fail(job.id, str(exc))
+            return
+        ctx = JobContext(
+            self.store, running, self.device, self._models, self._cancel, self._frame_written
+        )
+        spec = running.spec()
+        try:
+            chunks = pipeline.plan(spec)
+            for i, chunk in enumerate(chunks):
+                ctx.check_cancel()
+                ctx.set_chunk(i, len(chunks))
+                if self._chunk_finished(job.id, chunk):
+                    continue
+                pipeline.run_chunk(ctx, chunk)
+                missing = self._missing_frames(job.id, chunk.frames)
+                if missing:
+                    raise PipelineError(
+                        f"the {job.kind} pipeline did not produce frame(s) {_frames(missing)}"
+                    )
+            ctx.set_chunk(len(chunks), len(chunks))
+        except Canceled:
+            if self._stop and not self.store.get(job.id).cancel_requested:  # type: ignore[union-attr]
+                self.store.transition(job.id, JobState.QUEUED, allowed_from=(JobState.RUNNING,))
+            else:
+                self.store.transition(job.id, JobState.CANCELED, allowed_from=(JobState.RUNNING,))
+            return
+        except (PipelineError, InputError) as exc:
+            self._fail(job.id, str(exc))
+            return
+        missing = self._missing_frames(job.id, spec.frames)
+        if missing:
+            self._fail(job.id, f"frames {_frames(missing)} are missing after the last chunk")
+            return
+        self.store.transition(job.id, JobState.DONE, allowed_from=(JobState.RUNNING,))
+
+    def _fail(self, job_id: str, message: str) -> None:
+        self.store.transition(
+            job_id, JobState.FAILED, allowed_from=(JobState.RUNNING,), error=message
+        )
+
+    def _chunk_finished(self, job_id: str, chunk: Chunk) -> bool:
+        return not self._missing_frames(job_id, chunk.frames)
+
+    def _missing_frames(self, job_id: str, frames: tuple[int, ...]) -> list[int]:
+        done = set(self.store.finished_frames(job_id))
+        return [f for f in frames if f not in done]
+
+    def _frame_written(self) -> None:
+        self._frames_written += 1
+        if self._hold_after is not None and self._frames_written >= self._hold_after:
+            log.warning("%s reached: holding the worker until the process is killed", HOLD_ENV)
+            threading.Event().wait()
+
+
+def _frames(frames: list[int]) -> str:
+    shown = ", ".join(str(f) for f in frames[:10])
+    return shown + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")
