@@ -181,6 +181,8 @@ def serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
     finally:
         worker.stop()
         ready.remove()

@@ -93,6 +93,8 @@ class JobContext:
                 f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
                 f" expected uint8 {h}x{w}x3 or x4"
             )
+        if self._store.output_path(self.job.id, frame).exists():
+            return  # first write wins: a finished frame is never rewritten (e.g. on resume)
         self._store.write_output(self.job.id, frame, encode_png(image))
         self._on_frame_written()
 

@@ -26,10 +26,15 @@ class OfflineError(RuntimeError):
     """huggingface_hub was imported before the offline flag was set; it may reach the network."""
 
 
-def ensure_offline() -> None:
-    """Put the offline flags in os.environ; raise if huggingface_hub already read them unset."""
+def set_offline_env() -> None:
+    """Put the offline flags in os.environ (never raises)."""
     for key, value in OFFLINE_ENV.items():
         os.environ[key] = value
+
+
+def ensure_offline() -> None:
+    """Put the offline flags in os.environ; raise if huggingface_hub already read them unset."""
+    set_offline_env()
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None and not getattr(constants, "HF_HUB_OFFLINE", False):
         raise OfflineError(

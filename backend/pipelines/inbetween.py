@@ -146,8 +146,8 @@ class FlowInterpolator:
 
         # One softmax over both splats, each side also weighted by its nearness in time: a hole
         # in one side is filled by the other.
-        w0 = ((1.0 - s) * fwd.weight)[..., None]
-        w1 = (s * bwd.weight)[..., None]
+        w0 = ((1.0 - s) * fwd.weight).astype(np.float32)[..., None]
+        w1 = (s * bwd.weight).astype(np.float32)[..., None]
         total = w0 + w1
         safe = np.where(total > 0.0, total, 1.0)
         mixed = np.where(total > 0.0, (w0 * fwd.image + w1 * bwd.image) / safe, 0.0)

@@ -25,36 +25,38 @@ class Splat(NamedTuple):
     coverage: np.ndarray  # HxW float32: Σ bilinear share (≈1 where the image is covered, 0 in holes)
 
 
-def _targets(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(source index, target index, bilinear share), one entry per source pixel and corner."""
+def _corners(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each source pixel lands: (target index, bilinear share), both 4 x H·W.
+
+    Row k holds one of the four corners around the landing point; a corner outside the image
+    gets share 0 (and a harmless index 0), which keeps every array aligned with the sources.
+    """
     h, w = flow.shape[:2]
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-    px = (xs + flow[..., 0]).ravel()
-    py = (ys + flow[..., 1]).ravel()
-    finite = np.isfinite(px) & np.isfinite(py)
-    px = np.where(finite, px, -2.0)
-    py = np.where(finite, py, -2.0)
+    px = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
+    py = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
+    # Non-finite or far-off positions are parked just outside the image, so they add nothing.
+    px = np.nan_to_num(np.clip(px, -2.0, w + 1.0), nan=-2.0).ravel()
+    py = np.nan_to_num(np.clip(py, -2.0, h + 1.0), nan=-2.0).ravel()
     x0 = np.floor(px)
     y0 = np.floor(py)
     fx = px - x0
     fy = py - y0
     x0i = x0.astype(np.int64)
     y0i = y0.astype(np.int64)
-    src = np.arange(h * w, dtype=np.int64)
+    base = y0i * w + x0i
 
-    sources, targets, shares = [], [], []
-    for dx, dy, share in (
-        (0, 0, (1.0 - fx) * (1.0 - fy)),
-        (1, 0, fx * (1.0 - fy)),
-        (0, 1, (1.0 - fx) * fy),
-        (1, 1, fx * fy),
-    ):
-        tx, ty = x0i + dx, y0i + dy
-        ok = (tx >= 0) & (tx < w) & (ty >= 0) & (ty < h) & (share > 0.0)
-        sources.append(src[ok])
-        targets.append(ty[ok] * w + tx[ok])
-        shares.append(share[ok])
-    return np.concatenate(sources), np.concatenate(targets), np.concatenate(shares)
+    x_in = ((x0i >= 0) & (x0i < w), (x0i >= -1) & (x0i < w - 1))
+    y_in = ((y0i >= 0) & (y0i < h), (y0i >= -1) & (y0i < h - 1))
+    x_part = (1.0 - fx, fx)
+    y_part = (1.0 - fy, fy)
+
+    index = np.empty((4, h * w), dtype=np.int64)
+    share = np.empty((4, h * w), dtype=np.float64)
+    for k, (dx, dy) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
+        inside = x_in[dx] & y_in[dy]
+        index[k] = np.where(inside, base + (dy * w + dx), 0)
+        share[k] = np.where(inside, x_part[dx] * y_part[dy], 0.0)
+    return index, share
 
 
 def softmax_splat(
@@ -70,21 +72,23 @@ def softmax_splat(
     img = image if image.ndim == 3 else image[..., None]
     if img.shape[:2] != (h, w):
         raise ValueError(f"image {img.shape[:2]} and flow {(h, w)} differ in size")
-    src, dst, share = _targets(flow)
     size = h * w
+    index, share = _corners(flow)
+    flat_index = index.ravel()
 
-    coverage = np.bincount(dst, weights=share, minlength=size)
+    coverage = np.bincount(flat_index, weights=share.ravel(), minlength=size)
     if importance is not None:
         z = np.clip(importance.astype(np.float64).ravel(), -_IMPORTANCE_LIMIT, _IMPORTANCE_LIMIT)
-        share = share * np.exp(z)[src]
-    weight = np.bincount(dst, weights=share, minlength=size)
+        share *= np.exp(z)[None, :]
+    weight = np.bincount(flat_index, weights=share.ravel(), minlength=size)
 
     values = img.reshape(size, -1)
     out = np.empty((size, values.shape[1]), dtype=np.float32)
-    safe = np.where(weight > 0.0, weight, 1.0)
+    landed = weight > 0.0
+    safe = np.where(landed, weight, 1.0)
     for c in range(values.shape[1]):
-        acc = np.bincount(dst, weights=share * values[src, c], minlength=size)
-        out[:, c] = np.where(weight > 0.0, acc / safe, 0.0)
+        acc = np.bincount(flat_index, weights=(share * values[:, c]).ravel(), minlength=size)
+        out[:, c] = np.where(landed, acc / safe, 0.0)
     return Splat(
         out.reshape(h, w, -1),
         weight.reshape(h, w),

@@ -40,15 +40,30 @@ class Backend:
 
     def start(self, timeout: float = 60.0) -> Backend:
         ready = self.data / "backend.json"
-        ready.unlink(missing_ok=True)
         self.log_file = self.data / "stdout.log"
         self.data.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         out = open(self.log_file, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "backend", "serve", "--port", "0", "--device", "cpu",
-             "--data", str(self.data), "--models", str(self.models), *self.extra_args],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "backend",
+                "serve",
+                "--port",
+                "0",
+                "--device",
+                "cpu",
+                "--data",
+                str(self.data),
+                "--models",
+                str(self.models),
+                *self.extra_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         out.close()
         deadline = time.monotonic() + timeout

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backend.server import Backend
+
+
+@pytest.fixture
+def make_backend(tmp_path: Path) -> Iterator:
+    """Factory for real backend processes; every one started is stopped at teardown."""
+    started: list[Backend] = []
+
+    def make(name: str = "backend", **kw) -> Backend:
+        data = tmp_path / name
+        models = kw.pop("models", tmp_path / "models")
+        models.mkdir(parents=True, exist_ok=True)
+        b = Backend(data=data, models=models, **kw)
+        started.append(b)
+        return b
+
+    yield make
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """One backend for the many tests that only need a running server."""
+    root = tmp_path_factory.mktemp("shared")
+    (root / "models").mkdir()
+    b = Backend(data=root / "data", models=root / "models").start()
+    yield b
+    b.stop()
