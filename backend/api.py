@@ -19,12 +19,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from . import API_VERSION, __version__, pipelines
 from .pipelines.base import InputError, JobSpec, Pass, Pipeline
 from .store import IdempotencyConflict, JobRecord, JobState, Store
-from .worker import Worker
+from .worker import MAX_PIXELS, Worker
 
 log = logging.getLogger("framesmith.api")
 
 MAX_FRAMES = 100_000
 MAX_SIDE = 8192
+
 
 
 @dataclass
@@ -247,7 +248,7 @@ def create_app(services: Services) -> FastAPI:
                 info = probe(raw)
                 decode(
                     raw,
-                    max_pixels=job.width * job.height,
+                    max_pixels=MAX_PIXELS,
                     expect_size=(job.width, job.height),
                     pass_=pass_name,
                 )

@@ -22,6 +22,7 @@ log = logging.getLogger("framesmith.worker")
 
 # Fault injection for the crash tests only: after this many frames written by this process, the
 # worker thread blocks forever, holding its job in "running" until the process is killed.
+MAX_PIXELS = 8192 * 8192
 HOLD_ENV = "FRAMESMITH_FAULT_HOLD_AFTER_FRAMES"
 
 
@@ -63,7 +64,7 @@ class JobContext:
                 raise PipelineError(f"input {p.value} for frame {frame} was not uploaded")
             self._decoded[key] = decode(
                 path.read_bytes(),
-                max_pixels=self.job.width * self.job.height,
+                max_pixels=MAX_PIXELS,
                 expect_size=(self.job.width, self.job.height),
                 pass_=p,
             )

@@ -201,7 +201,9 @@ def _read_exr_attributes(data: bytes, what: str) -> dict[str, tuple[str, bytes]]
             raise _exr_header_overrun(data, what)
         (size,) = struct.unpack_from("<i", data, pos)
         if size < 0:
-            raise InputError(f"{what} is a damaged OpenEXR file: attribute {name!r} has size {size}")
+            raise InputError(
+                f"{what} is a damaged OpenEXR file: attribute {name!r} has size {size}"
+            )
         if pos + 4 + size > limit:
             raise _exr_header_overrun(data, what)
         attrs[name] = (type_name, data[pos + 4 : pos + 4 + size])
@@ -287,7 +289,9 @@ def _parse_chlist(raw: bytes, what: str) -> tuple[_ExrChannel, ...]:
 
 def _exr_info(header: _ExrHeader) -> ImageInfo:
     types = {c.pixel_type for c in header.channels}
-    widest: Literal["uint", "half", "float"] = "float" if 2 in types else "uint" if 0 in types else "half"
+    widest: Literal["uint", "half", "float"] = (
+        "float" if 2 in types else "uint" if 0 in types else "half"
+    )
     return ImageInfo(
         "exr", header.width, header.height, len(header.channels), 16 if widest == "half" else 32,
         widest, tuple(c.name for c in header.channels), header.compression,
@@ -407,7 +411,9 @@ def _png_raw_size(ihdr: _Ihdr) -> int:
     if not ihdr.interlaced:
         return scanlines(ihdr.width, ihdr.height)
     return sum(
-        scanlines(max(0, (ihdr.width - x0 + dx - 1) // dx), max(0, (ihdr.height - y0 + dy - 1) // dy))
+        scanlines(
+            max(0, (ihdr.width - x0 + dx - 1) // dx), max(0, (ihdr.height - y0 + dy - 1) // dy)
+        )
         for x0, y0, dx, dy in _ADAM7
     )
 
@@ -424,7 +430,9 @@ def _check_png_image_data(idat: bytes, expected: int, what: str) -> None:
             if not out and not pending:
                 break
     except zlib.error as exc:
-        raise InputError(f"{what} is a damaged PNG: its image data is corrupt; re-export it") from exc
+        raise InputError(
+            f"{what} is a damaged PNG: its image data is corrupt; re-export it"
+        ) from exc
     if total < expected:
         raise InputError(
             f"{what} is a truncated or damaged PNG: its image data holds {total} of "
@@ -522,9 +530,9 @@ def _check_values(image: np.ndarray, pass_: Pass, what: str) -> None:
     finite = np.isfinite(image)
     if not finite.all():
         hint = (
-            "Blender's background depth (1e10) overflows half floats, so save depth as "
-            "Float (Full)" if pass_ is Pass.DEPTH else "check the shaders or compositor nodes "
-            "that produce it and render again"
+            "Blender's background depth (1e10) overflows half floats, so save depth as Float (Full)"
+            if pass_ is Pass.DEPTH
+            else "check the shaders or compositor nodes that produce it and render again"
         )
         _refuse_pixels(~finite.all(axis=2), what, "NaN or infinite values", hint)
     if pass_ is Pass.NORMAL:
