@@ -9,6 +9,7 @@ their inputs are already accepted so clients need not change.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -177,7 +178,7 @@ def interval_index(keys: tuple[int, ...], t: int) -> int:
 
 
 def _strictly_ascending(values: tuple[int, ...]) -> bool:
-    return all(a < b for a, b in zip(values, values[1:], strict=False))
+    return all(a < b for a, b in itertools.pairwise(values))
 
 
 # ---------------------------------------------------------------------------------------------

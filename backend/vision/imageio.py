@@ -136,24 +136,41 @@ def _describe(data: bytes) -> str:
     return "it starts with bytes " + data[:8].hex(" ")
 
 
+def _damaged(what: str, kind: str, detail: str) -> InputError:
+    return InputError(
+        f"{what} is a damaged {kind} file ({detail}); re-export it and upload it again"
+    )
+
+
+def _truncated(what: str, kind: str, detail: str) -> InputError:
+    return InputError(f"{what} is a truncated {kind} file ({detail}); upload the whole file")
+
+
+def _chunk_name(chunk_type: bytes) -> str:
+    return repr(chunk_type.decode("latin-1"))
+
+
+def _name_list(names: tuple[str, ...], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def _read_ihdr(data: bytes, what: str) -> _Ihdr:
     if len(data) < 33:
-        raise InputError(f"{what} is a truncated PNG ({len(data)} bytes); upload the whole file")
+        raise _truncated(what, "PNG", f"only {len(data)} bytes")
     length, chunk_type = struct.unpack_from(">I4s", data, 8)
     if chunk_type != b"IHDR" or length != 13:
-        raise InputError(f"{what} is a damaged PNG: it does not begin with an IHDR header")
+        raise _damaged(what, "PNG", "it does not begin with an IHDR header")
     (crc,) = struct.unpack_from(">I", data, 29)
     if zlib.crc32(data[12:29]) != crc:
-        raise InputError(f"{what} is a damaged PNG: its header checksum (CRC) is wrong")
+        raise _damaged(what, "PNG", "its header checksum (CRC) is wrong")
     width, height, depth, color, method, filtering, interlace = struct.unpack_from(
         ">IIBBBBB", data, 16
     )
     if not (0 < width < 2**31 and 0 < height < 2**31):
-        raise InputError(f"{what} is a damaged PNG: its size {width}×{height} is invalid")
+        raise _damaged(what, "PNG", f"its size {width}×{height} is invalid")
     if depth not in _PNG_DEPTHS.get(color, ()) or method or filtering or interlace > 1:
-        raise InputError(
-            f"{what} is a damaged PNG: colour type {color} with bit depth {depth} is invalid"
-        )
+        raise _damaged(what, "PNG", f"colour type {color} with bit depth {depth} is invalid")
     return _Ihdr(width, height, depth, color, interlace == 1)
 
 
@@ -165,10 +182,13 @@ def _png_info(ihdr: _Ihdr) -> ImageInfo:
 
 def _read_exr_header(data: bytes, what: str) -> _ExrHeader:
     if len(data) < 8:
-        raise InputError(f"{what} is a truncated OpenEXR file ({len(data)} bytes)")
+        raise _truncated(what, "OpenEXR", f"only {len(data)} bytes")
     (version,) = struct.unpack_from("<I", data, 4)
     if version & 0xFF != 2:
-        raise InputError(f"{what} is an OpenEXR file of unknown version {version & 0xFF}")
+        raise InputError(
+            f"{what} is an OpenEXR file of unknown version {version & 0xFF}; save it with "
+            "Blender or another OpenEXR 2/3 writer"
+        )
     if version & _EXR_MULTIPART:
         raise InputError(
             f"{what} is a multi-part OpenEXR file, which is not supported; write a single-part "
@@ -201,9 +221,7 @@ def _read_exr_attributes(data: bytes, what: str) -> dict[str, tuple[str, bytes]]
             raise _exr_header_overrun(data, what)
         (size,) = struct.unpack_from("<i", data, pos)
         if size < 0:
-            raise InputError(
-                f"{what} is a damaged OpenEXR file: attribute {name!r} has size {size}"
-            )
+            raise _damaged(what, "OpenEXR", f"attribute {name!r} has size {size}")
         if pos + 4 + size > limit:
             raise _exr_header_overrun(data, what)
         attrs[name] = (type_name, data[pos + 4 : pos + 4 + size])
@@ -223,12 +241,12 @@ def _exr_header_overrun(data: bytes, what: str) -> InputError:
             f"{what} has an OpenEXR header larger than {MAX_EXR_HEADER // 1024} KiB, far more "
             "than a render pass needs; write the file with fewer channels and attributes"
         )
-    return InputError(f"{what} is a truncated OpenEXR file: it ends inside its header")
+    return _truncated(what, "OpenEXR", "it ends inside its header")
 
 
 def _exr_attr(attrs: dict[str, tuple[str, bytes]], name: str, type_name: str, what: str) -> bytes:
     if name not in attrs or attrs[name][0] != type_name:
-        raise InputError(f"{what} is a damaged OpenEXR file: its header has no {name!r}")
+        raise _damaged(what, "OpenEXR", f"its header has no {name!r}")
     return attrs[name][1]
 
 
@@ -251,10 +269,10 @@ def _check_exr_storage(attrs: dict[str, tuple[str, bytes]], tiled: bool, what: s
 def _exr_data_window(attrs: dict[str, tuple[str, bytes]], what: str) -> tuple[int, int]:
     raw = _exr_attr(attrs, "dataWindow", "box2i", what)
     if len(raw) != 16:
-        raise InputError(f"{what} is a damaged OpenEXR file: its dataWindow is malformed")
+        raise _damaged(what, "OpenEXR", "its dataWindow is malformed")
     x_min, y_min, x_max, y_max = struct.unpack("<iiii", raw)
     if x_max < x_min or y_max < y_min:
-        raise InputError(f"{what} is an empty OpenEXR image (its data window has no pixels)")
+        raise _damaged(what, "OpenEXR", "its data window has no pixels")
     return x_max - x_min + 1, y_max - y_min + 1
 
 
@@ -264,21 +282,20 @@ def _parse_chlist(raw: bytes, what: str) -> tuple[_ExrChannel, ...]:
     while True:
         end = raw.find(b"\0", pos)
         if end < 0 or (end > pos and end + 17 > len(raw)):
-            raise InputError(f"{what} is a damaged OpenEXR file: its channel list is malformed")
+            raise _damaged(what, "OpenEXR", "its channel list is malformed")
         if end == pos:
             break
         name = raw[pos:end].decode("utf-8", "replace")
         pixel_type, x_sampling, y_sampling = struct.unpack_from("<i4xii", raw, end + 1)
         if pixel_type not in _EXR_PIXEL_TYPES:
-            raise InputError(f"{what} is a damaged OpenEXR file: channel {name!r} has an "
-                             f"unknown pixel type {pixel_type}")  # fmt: skip
+            raise _damaged(what, "OpenEXR", f"channel {name!r} has pixel type {pixel_type}")
         if (x_sampling, y_sampling) != (1, 1):
             raise InputError(f"{what} has subsampled channel {name!r}, which is not supported; "
                              "write every channel at full resolution")  # fmt: skip
         channels.append(_ExrChannel(name, pixel_type))
         pos = end + 17
     if not channels:
-        raise InputError(f"{what} is an OpenEXR file without channels")
+        raise _damaged(what, "OpenEXR", "it has no channels")
     if len(channels) > MAX_EXR_CHANNELS:
         raise InputError(
             f"{what} has {len(channels)} channels (at most {MAX_EXR_CHANNELS} are accepted); "
@@ -366,9 +383,9 @@ def _decode_png(data: bytes, ihdr: _Ihdr, what: str) -> np.ndarray:
     try:
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
-        raise InputError(f"{what} is a PNG that could not be decoded; re-export it") from exc
+        raise _damaged(what, "PNG", "OpenCV could not decode it") from exc
     if pixels is None or pixels.shape[:2] != (ihdr.height, ihdr.width):
-        raise InputError(f"{what} is a PNG that could not be decoded; re-export it")
+        raise _damaged(what, "PNG", "OpenCV could not decode it")
     image = pixels.astype(np.float32) / (65535.0 if pixels.dtype == np.uint16 else 255.0)
     return _png_to_rgb(image)
 
@@ -380,24 +397,22 @@ def _png_idat(data: bytes, what: str) -> bytes:
     pos = len(PNG_SIGNATURE)
     while True:
         if pos + 12 > len(data):
-            raise InputError(f"{what} is a truncated PNG: it ends before its IEND chunk; "
-                             "upload the whole file")  # fmt: skip
+            raise _truncated(what, "PNG", "it ends before its IEND chunk")
         length, chunk_type = struct.unpack_from(">I4s", data, pos)
         end = pos + 12 + length
         if length >= 2**31 or end > len(data):
-            raise InputError(f"{what} is a truncated PNG: it ends inside a "
-                             f"{chunk_type.decode('latin-1')!r} chunk; upload the whole file")  # fmt: skip
+            raise _truncated(what, "PNG", f"it ends inside a {_chunk_name(chunk_type)} chunk")
         (crc,) = struct.unpack_from(">I", data, end - 4)
         if zlib.crc32(view[pos + 4 : end - 4]) != crc:
-            raise InputError(f"{what} is a damaged PNG: the checksum (CRC) of a "
-                             f"{chunk_type.decode('latin-1')!r} chunk is wrong; re-export it")  # fmt: skip
+            raise _damaged(what, "PNG", f"the checksum (CRC) of a {_chunk_name(chunk_type)} "
+                           "chunk is wrong")  # fmt: skip
         if chunk_type == b"IDAT":
             parts.append(view[pos + 8 : end - 4])
         elif chunk_type == b"IEND":
             break
         pos = end
     if not parts:
-        raise InputError(f"{what} is a damaged PNG: it has no image data (IDAT)")
+        raise _damaged(what, "PNG", "it has no image data (IDAT)")
     return b"".join(parts)
 
 
@@ -430,14 +445,9 @@ def _check_png_image_data(idat: bytes, expected: int, what: str) -> None:
             if not out and not pending:
                 break
     except zlib.error as exc:
-        raise InputError(
-            f"{what} is a damaged PNG: its image data is corrupt; re-export it"
-        ) from exc
+        raise _damaged(what, "PNG", "its compressed image data is corrupt") from exc
     if total < expected:
-        raise InputError(
-            f"{what} is a truncated or damaged PNG: its image data holds {total} of "
-            f"{expected} bytes; upload the whole file"
-        )
+        raise _truncated(what, "PNG", f"its image data holds {total} of {expected} bytes")
 
 
 def _png_to_rgb(image: np.ndarray) -> np.ndarray:
@@ -477,7 +487,7 @@ def _select_exr_channels(names: tuple[str, ...], pass_: Pass, what: str) -> tupl
     if not candidates:
         raise InputError(
             f"{what} has no channels usable as the {pass_.value} pass (it has "
-            f"{', '.join(names)}); expected e.g. {_expected_channels(pass_)}"
+            f"{_name_list(names)}); expected e.g. {_expected_channels(pass_)}"
         )
     best = max(rank for rank, _, _ in candidates)
     top = [(prefix, layout) for rank, prefix, layout in candidates if rank == best]
@@ -518,11 +528,11 @@ def _read_exr_planes(
             planes = [np.array(channels[name].pixels, dtype=np.float32) for name in names]
     except Exception as exc:  # the binding raises RuntimeError, ValueError, KeyError, ...
         raise InputError(
-            f"{what} could not be read as OpenEXR; the file is truncated or damaged "
+            f"{what} could not be read: the OpenEXR file is truncated or damaged "
             f"({str(exc)[:200]}); re-export it and upload the whole file"
         ) from exc
     if any(plane.shape != shape for plane in planes):
-        raise InputError(f"{what} is a damaged OpenEXR file: its pixels do not match its header")
+        raise _damaged(what, "OpenEXR", "its pixels do not match its header")
     return planes
 
 

@@ -84,8 +84,9 @@ def _foreground(plane: np.ndarray) -> np.ndarray:
 
 
 def _foreground_sample(plane: np.ndarray) -> np.ndarray:
-    values = plane[_foreground(plane)]
-    return values[:: max(1, values.size // DEPTH_SAMPLES_PER_FRAME)]
+    step = max(1, int(np.sqrt(plane.size / DEPTH_SAMPLES_PER_FRAME)))  # a regular pixel grid
+    grid = plane[::step, ::step]
+    return grid[_foreground(grid)]
 
 
 def normal_to_control(

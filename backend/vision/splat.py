@@ -22,7 +22,7 @@ _IMPORTANCE_LIMIT = 60.0  # exp(±60) is comfortably inside float64
 class Splat(NamedTuple):
     image: np.ndarray  # HxWxC float32: weighted mean of what landed; 0 where nothing did
     weight: np.ndarray  # HxW float64: Σ bilinear share · exp(importance)
-    coverage: np.ndarray  # HxW float32: Σ bilinear share (≈1 where the image is covered, 0 in holes)
+    coverage: np.ndarray  # HxW float32: Σ bilinear share (≈1 where covered, 0 in holes)
 
 
 def _corners(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from backend.pipelines.base import Canceled, InputError, JobSpec, Pass
-from backend.pipelines.inbetween import InbetweenPipeline, InbetweenParams
+from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
 from backend.vision.flow import consistency_error, dis_flow, occlusion_mask
 from backend.vision.splat import depth_importance, softmax_splat
 
@@ -93,9 +93,7 @@ def make_job(keys: tuple[int, ...], frames: tuple[int, ...], **params: Any) -> J
     return JobSpec("job", "inbetween", W, H, frames, keys, params)
 
 
-def run_job(
-    keys: dict[int, np.ndarray], frames: tuple[int, ...], **params: Any
-) -> MemoryContext:
+def run_job(keys: dict[int, np.ndarray], frames: tuple[int, ...], **params: Any) -> MemoryContext:
     pipe = InbetweenPipeline()
     job = make_job(tuple(sorted(keys)), frames, **params)
     pipe.check_job(job)
@@ -121,9 +119,9 @@ def red_centroid(img: np.ndarray) -> tuple[float, float]:
 def test_plan_gives_every_frame_to_one_chunk_with_its_two_keys() -> None:
     job = make_job((1, 4, 11), tuple(range(0, 14)))
     chunks = InbetweenPipeline().plan(job)
-    assert [c.frames for c in chunks] == [(0, 1, 2, 3), (4, 5, 6, 7, 8, 9, 10), (11, 12, 13)]
-    assert [c.context for c in chunks] == [(1, 4), (4, 11), (4, 11)]
-    assert [c.index for c in chunks] == [0, 1, 2]
+    assert [c.frames for c in chunks] == [(0, 1, 2, 3), (4, 5, 6, 7, 8, 9, 10, 11, 12, 13)]
+    assert [c.context for c in chunks] == [(1, 4), (4, 11)]
+    assert [c.index for c in chunks] == [0, 1]
     assert InbetweenPipeline().plan(job) == chunks
 
 
@@ -133,7 +131,7 @@ def test_plan_skips_intervals_without_requested_frames() -> None:
 
 
 def test_uneven_keys_write_exactly_the_requested_frames_and_keys_untouched() -> None:
-    keys = {1: square_scene(10), 4: square_scene(22), 11: square_scene(50)}
+    keys = {1: square_scene(10), 4: square_scene(22), 11: square_scene(36)}
     frames = (0, 1, 2, 3, 4, 6, 9, 11, 13)
     ctx = run_job(keys, frames)
     assert sorted(ctx.outputs) == list(frames)
@@ -147,10 +145,10 @@ def test_uneven_keys_write_exactly_the_requested_frames_and_keys_untouched() -> 
 
 
 def test_uneven_spacing_follows_time() -> None:
-    # Keys 4 → 11 move the square 28 px: frame 9 is 5/7 of the way, at x ≈ 42.
-    ctx = run_job({4: square_scene(22), 11: square_scene(50)}, (9,))
+    # Keys 4 → 11 move the square 14 px: frame 9 is 5/7 of the way, at x = 32.
+    ctx = run_job({4: square_scene(22), 11: square_scene(36)}, (9,))
     cx, _ = red_centroid(ctx.outputs[9])
-    assert abs(cx - (42 + SQUARE / 2 - 0.5)) <= 2.0
+    assert abs(cx - red_centroid(square_scene(32))[0]) <= 1.5
 
 
 def test_moving_square_lands_in_the_middle() -> None:
@@ -187,7 +185,7 @@ def test_crossfade_is_the_time_weighted_mix() -> None:
 
 
 def test_rgba_keys_keep_clean_alpha_and_colour() -> None:
-    keys = {0: disc_scene(30.0), 2: disc_scene(54.0)}
+    keys = {0: disc_scene(30.0), 2: disc_scene(44.0)}
     ctx = run_job(keys, (0, 1, 2))
     out = ctx.outputs[1]
     assert out.shape == (H, W, 4)
@@ -195,7 +193,7 @@ def test_rgba_keys_keep_clean_alpha_and_colour() -> None:
 
     # Far from every position of the disc, nothing appears: alpha exactly 0, colour 0.
     near = np.zeros((H, W), bool)
-    for img in (keys[0], keys[2], disc_scene(42.0)):
+    for img in (keys[0], keys[2], disc_scene(37.0)):
         near |= cv2.dilate((img[..., 3] > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
     assert np.all(out[~near] == 0)
 
@@ -206,7 +204,7 @@ def test_rgba_keys_keep_clean_alpha_and_colour() -> None:
 
     # And the disc sits between the keys.
     ys, xs = np.nonzero(out[..., 3] > 127)
-    assert abs(xs.mean() - 42.0) <= 1.5 and abs(ys.mean() - 32.0) <= 1.5
+    assert abs(xs.mean() - 37.0) <= 1.5 and abs(ys.mean() - 32.0) <= 1.5
 
 
 def test_rgba_crossfade_is_premultiplied() -> None:
@@ -301,7 +299,9 @@ def test_tiny_frames_need_crossfade() -> None:
     job = JobSpec("j", "inbetween", 8, 8, (1,), (0, 2), {})
     with pytest.raises(InputError, match="crossfade"):
         InbetweenPipeline().check_job(job)
-    InbetweenPipeline().check_job(JobSpec("j", "inbetween", 8, 8, (1,), (0, 2), {"method": "crossfade"}))
+    InbetweenPipeline().check_job(
+        JobSpec("j", "inbetween", 8, 8, (1,), (0, 2), {"method": "crossfade"})
+    )
 
 
 # --- flow and splatting ----------------------------------------------------------------------

@@ -1,0 +1,278 @@
+"""Tiny random models of every kind the pipelines use, in the real on-disk formats.
+
+`make_tiny_models(dest)` writes a few hundred KB that the registry recognises and the loaders
+load exactly like users' multi-GB models, so tests and the demo run the real code on a CPU in
+seconds. The architectures are the shipped skeletons configs/tiny-* (SD1.5's structure: the
+same block types, an 8x VAE, 77-token CLIP; just 8-16 channels). Weights are drawn from fixed
+seeds with our own initialiser (zero-initialised layers such as ControlNet zero-convs and LoRA
+up-projections get non-zero values, so every model visibly changes an output), so two runs
+write byte-identical files.
+"""
+
+from __future__ import annotations
+
+from .offline import ensure_offline
+
+ensure_offline()
+
+import json  # noqa: E402
+import math  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from diffusers import (  # noqa: E402
+    AutoencoderKL,
+    ControlNetModel,
+    DDIMScheduler,
+    MotionAdapter,
+    SparseControlNetModel,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from safetensors.torch import save_file  # noqa: E402
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+
+from . import ldm_layout  # noqa: E402
+from .registry import SIDECAR_NAME, SIDECAR_SUFFIX, SKELETONS_DIR  # noqa: E402
+
+TINY_SD = SKELETONS_DIR / "tiny-sd15"
+TINY_CONTROLNET = SKELETONS_DIR / "tiny-controlnet"
+TINY_MOTION_ADAPTER = SKELETONS_DIR / "tiny-motion-adapter"
+TINY_SPARSECTRL = SKELETONS_DIR / "tiny-sparsectrl"
+
+# Relative paths make_tiny_models writes, in the recommended folder layout.
+CHECKPOINT_FOLDER = "checkpoints/tiny-sd15"
+CHECKPOINT_FILE = "checkpoints/tiny-sd15-ldm.safetensors"
+CONTROLNET_DEPTH_FOLDER = "controlnet/tiny-controlnet-depth"
+CONTROLNET_NORMAL_FILE = "controlnet/tiny-controlnet-normal.safetensors"
+CONTROLNET_LINEART_FILE = "controlnet/tiny-controlnet-lineart.safetensors"
+MOTION_FOLDER = "motion/tiny-motion-adapter"
+MOTION_FILE = "motion/tiny-mm-sd-v15-v2.safetensors"
+SPARSECTRL_FOLDER = "sparsectrl/tiny-sparsectrl-rgb"
+LORA_FILE = "lora/tiny-lora.safetensors"
+
+SEEDS = {"unet": 1, "vae": 2, "text_encoder": 3, "depth": 4, "normal": 5, "lineart": 6}
+SEEDS |= {"motion": 7, "sparsectrl": 8, "lora": 9}
+
+LORA_RANK = 2
+LORA_ALPHA = 1.0
+_STARTOFTEXT, _ENDOFTEXT = "<|startoftext|>", "<|endoftext|>"
+
+
+# ---- building blocks ----------------------------------------------------------------------
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Deterministic random weights from our own generator, then eval mode.
+
+    Norm scales near 1, biases near 0, other weights ~N(0, 1/fan_in): well-behaved activations
+    through the tiny nets, and no zero-initialised layer left silent.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    norm_params = {
+        f"{name}.{p}" if name else p
+        for name, module in model.named_modules()
+        if isinstance(module, norm_types)
+        for p, _ in module.named_parameters(recurse=False)
+    }
+    with torch.no_grad():
+        for name, param in sorted(model.named_parameters()):
+            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32)
+            if name in norm_params:
+                value = 1.0 + 0.1 * noise if name.endswith("weight") else 0.02 * noise
+            elif param.ndim == 1:
+                value = 0.02 * noise
+            else:
+                value = noise / math.sqrt(max(1, math.prod(param.shape[1:])))
+            param.copy_(value.to(param.dtype))
+    return model.eval()
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The 256 printable characters byte-level BPE uses for bytes (GPT-2/CLIP convention)."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    chars: list[str] = []
+    extra = 0
+    for byte in range(256):
+        if byte in printable:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def build_tiny_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer over single bytes (no merges): 256 + 256 end-of-word + 2 special ids."""
+    chars = _bytes_to_unicode()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab |= {c + "</w>": 256 + i for i, c in enumerate(chars)}
+    vocab |= {_STARTOFTEXT: 512, _ENDOFTEXT: 513}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def build_tiny_pipeline() -> StableDiffusionPipeline:
+    unet = UNet2DConditionModel.from_config(_json(TINY_SD / "unet" / "config.json"))
+    vae = AutoencoderKL.from_config(_json(TINY_SD / "vae" / "config.json"))
+    text_config = CLIPTextConfig.from_pretrained(TINY_SD / "text_encoder", local_files_only=True)
+    text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler.from_config(_json(TINY_SD / "scheduler" / "scheduler_config.json"))
+    return StableDiffusionPipeline(
+        vae=randomize(vae, SEEDS["vae"]),
+        text_encoder=randomize(text_encoder, SEEDS["text_encoder"]),
+        tokenizer=build_tiny_tokenizer(),
+        unet=randomize(unet, SEEDS["unet"]),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def build_tiny_controlnet(seed: int) -> ControlNetModel:
+    net = ControlNetModel.from_config(_json(TINY_CONTROLNET / "config.json"))
+    return randomize(net, seed)
+
+
+def build_tiny_motion_adapter() -> MotionAdapter:
+    adapter = MotionAdapter.from_config(_json(TINY_MOTION_ADAPTER / "config.json"))
+    return randomize(adapter, SEEDS["motion"])
+
+
+def build_tiny_sparsectrl() -> SparseControlNetModel:
+    net = SparseControlNetModel.from_config(_json(TINY_SPARSECTRL / "config.json"))
+    return randomize(net, SEEDS["sparsectrl"])
+
+
+def tiny_lora_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
+    """A kohya-style LoRA (the layout most SD1.5 LoRAs are published in) for the tiny pipeline:
+    rank-2 updates of every UNet attention projection and the text encoder's first layer."""
+    gen = torch.Generator().manual_seed(SEEDS["lora"])
+    targets: list[tuple[str, torch.nn.Module]] = []
+    for name, module in sorted(pipe.unet.named_modules()):
+        if isinstance(module, torch.nn.Linear) and re.search(r"\.attn[12]\.(to_[qkv]|to_out\.0)$", name):
+            targets.append(("lora_unet_" + name.replace(".", "_"), module))
+    for name, module in sorted(pipe.text_encoder.named_modules()):
+        if isinstance(module, torch.nn.Linear) and re.search(r"layers\.0\.self_attn\.\w+_proj$", name):
+            targets.append(("lora_te_" + name.replace(".", "_"), module))
+    state: dict[str, torch.Tensor] = {}
+    for key, linear in targets:
+        state[f"{key}.lora_down.weight"] = 0.5 * torch.randn(
+            LORA_RANK, linear.in_features, generator=gen
+        )
+        state[f"{key}.lora_up.weight"] = 0.5 * torch.randn(
+            linear.out_features, LORA_RANK, generator=gen
+        )
+        state[f"{key}.alpha"] = torch.tensor(LORA_ALPHA)
+    return state
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+def _save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # safetensors refuses tensors that share storage (the duplicated pos_encoder tables).
+    tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={"format": "pt", **metadata})
+    return path
+
+
+def _sidecar(path: Path, data: dict[str, str]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _fresh(path: Path) -> Path:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def make_tiny_models(dest: Path) -> list[Path]:
+    """Write the tiny model set under `dest` (created if needed); returns the paths written.
+
+    Only the paths listed above are replaced; anything else in `dest` is left alone.
+    """
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    pipe = build_tiny_pipeline()
+    folder = _fresh(dest / CHECKPOINT_FOLDER)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    written.append(folder)
+
+    single: dict[str, torch.Tensor] = {}
+    single |= ldm_layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
+    single |= ldm_layout.vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config)
+    single |= ldm_layout.clip_to_ldm(pipe.text_encoder.state_dict())
+    written.append(
+        _save(single, _fresh(dest / CHECKPOINT_FILE), {"framesmith.config": TINY_SD.name})
+    )
+
+    depth = build_tiny_controlnet(SEEDS["depth"])
+    folder = _fresh(dest / CONTROLNET_DEPTH_FOLDER)
+    depth.save_pretrained(folder, safe_serialization=True)
+    _sidecar(folder / SIDECAR_NAME, {"controlnet_type": "depth"})
+    written.append(folder)
+
+    normal = build_tiny_controlnet(SEEDS["normal"])  # original control_model.* layout
+    written.append(
+        _save(
+            ldm_layout.controlnet_to_ldm(normal.state_dict(), normal.config),
+            _fresh(dest / CONTROLNET_NORMAL_FILE),
+            {"framesmith.config": TINY_CONTROLNET.name, "framesmith.controlnet_type": "normal"},
+        )
+    )
+
+    lineart = build_tiny_controlnet(SEEDS["lineart"])  # diffusers layout in one file
+    path = _save(
+        lineart.state_dict(),
+        _fresh(dest / CONTROLNET_LINEART_FILE),
+        {"framesmith.config": TINY_CONTROLNET.name},
+    )
+    sidecar = path.with_name(path.name[: -len(".safetensors")] + SIDECAR_SUFFIX)
+    _sidecar(sidecar, {"controlnet_type": "lineart"})
+    written += [path, sidecar]
+
+    adapter = build_tiny_motion_adapter()
+    folder = _fresh(dest / MOTION_FOLDER)
+    adapter.save_pretrained(folder, safe_serialization=True)
+    written.append(folder)
+    written.append(
+        _save(
+            ldm_layout.motion_adapter_to_original(adapter.state_dict()),
+            _fresh(dest / MOTION_FILE),
+            {"framesmith.config": TINY_MOTION_ADAPTER.name},
+        )
+    )
+
+    sparse = build_tiny_sparsectrl()
+    folder = _fresh(dest / SPARSECTRL_FOLDER)
+    sparse.save_pretrained(folder, safe_serialization=True)
+    _sidecar(folder / SIDECAR_NAME, {"controlnet_type": "rgb"})
+    written.append(folder)
+
+    written.append(_save(tiny_lora_state_dict(pipe), _fresh(dest / LORA_FILE), {}))
+    return written
+
+
+def write_tiny_skeleton_tokenizer(dest: Path = TINY_SD / "tokenizer") -> Path:
+    """(Re)write the tiny skeleton's tokenizer files shipped in configs/tiny-sd15/tokenizer/."""
+    build_tiny_tokenizer().save_pretrained(_fresh(dest))
+    return dest
