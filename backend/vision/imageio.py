@@ -78,7 +78,7 @@ _LAYER_NAMES: dict[Pass, frozenset[str]] = {
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a file's header says. PNG: channels by colour type (a palette counts as 3)."""
+    """What a file's header says. channels: PNG by colour type (palette = 3); EXR all of them."""
 
     format: Literal["png", "exr"]
     width: int

@@ -262,7 +262,7 @@ def test_forged_huge_png_header_is_refused_before_decoding() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert "65535×65535" in message and "largest side" in message
-    assert elapsed < 0.05 and peak < 256 * 1024
+    assert elapsed < 0.1 and peak < 256 * 1024
 
 
 def test_pixel_budget_is_checked_from_the_header() -> None:
@@ -423,7 +423,7 @@ def test_forged_wide_exr_header_is_refused_before_decoding() -> None:
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert "60000×1" in message and "largest side" in message
-    assert elapsed < 0.05 and peak < 256 * 1024
+    assert elapsed < 0.1 and peak < 256 * 1024
     assert "65535×65535" in refused(forged_exr_header(65535, 65535), Pass.DEPTH)
 
 
