@@ -20,7 +20,7 @@ def build_scene(width: int, height: int, frames: int) -> bpy.types.Scene:
     scene = bpy.context.scene
     scene.render.engine = "CYCLES"
     scene.cycles.device = "CPU"
-    scene.cycles.samples = 8
+    scene.cycles.samples = 16
     scene.cycles.use_denoising = False
     scene.render.resolution_x = width
     scene.render.resolution_y = height
@@ -40,13 +40,13 @@ def build_scene(width: int, height: int, frames: int) -> bpy.types.Scene:
 
     cube = _add(bpy.ops.mesh.primitive_cube_add, size=1.4, location=(-3, 0, 0.7))
     cube.data.materials.append(_checker("Cube", (0.9, 0.3, 0.2), (1.0, 0.9, 0.2), 4))
-    _key(cube, 1, location=(-3, 0, 0.7), rotation=(0, 0, 0))
-    _key(cube, frames, location=(3, 0.5, 0.7), rotation=(0, 0, math.radians(120)))
+    _key(cube, 1, location=(-2, 0, 0.7), rotation=(0, 0, 0))
+    _key(cube, frames, location=(2, 0.4, 0.7), rotation=(0, 0, math.radians(60)))
 
     ball = _add(bpy.ops.mesh.primitive_uv_sphere_add, radius=0.6, location=(1.5, -2, 0.6))
     ball.data.materials.append(_checker("Ball", (0.2, 0.5, 0.9), (0.9, 0.9, 0.95), 6))
-    _key(ball, 1, location=(2.5, -2.0, 0.6))
-    _key(ball, frames, location=(-2.5, -1.6, 0.6))
+    _key(ball, 1, location=(1.8, -2.0, 0.6))
+    _key(ball, frames, location=(-1.8, -1.6, 0.6))
 
     cam_data = bpy.data.cameras.new("Camera")
     cam = bpy.data.objects.new("Camera", cam_data)
@@ -91,8 +91,8 @@ def _checker(name: str, a, b, scale: float) -> bpy.types.Material:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--height", type=int, default=96)
+    parser.add_argument("--width", type=int, default=192)
+    parser.add_argument("--height", type=int, default=144)
     parser.add_argument("--frames", type=int, default=24)
     args = parser.parse_args(argv)
     scene = build_scene(args.width, args.height, args.frames)

@@ -24,7 +24,7 @@ from client.http import BackendClient  # noqa: E402
 from client.launcher import LaunchSpec, launch, stop  # noqa: E402
 
 BLENDER_PY = ROOT / ".venv-blender" / "bin" / "python"
-KEY_EVERY = 4
+KEY_EVERY = 3
 
 
 def run(cmd: list[str]) -> None:
