@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import models  # noqa: F401 - sets the Hugging Face offline flags before any hub import
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Framesmith backend")

@@ -27,7 +27,6 @@ MAX_FRAMES = 100_000
 MAX_SIDE = 8192
 
 
-
 @dataclass
 class Services:
     store: Store

@@ -101,7 +101,9 @@ def vae_to_ldm(
     out: dict[str, Any] = {}
     for key, value in state_dict.items():
         new = _vae_key(key, n)
-        if ".mid.attn_1." in new and new.endswith(("q.weight", "k.weight", "v.weight", "proj_out.weight")):
+        if ".mid.attn_1." in new and new.endswith(
+            ("q.weight", "k.weight", "v.weight", "proj_out.weight")
+        ):
             value = value.reshape(*value.shape, 1, 1)  # the original attention uses 1x1 convs
         out[prefix + new] = value
     return out
@@ -130,8 +132,12 @@ def _vae_key(key: str, n_blocks: int) -> str:
 
 
 def clip_to_ldm(state_dict: Mapping[str, Any], prefix: str = CLIP_PREFIX) -> dict[str, Any]:
-    # The original checkpoint stores transformers' CLIPTextModel as is, under a prefix.
-    return {prefix + k: v for k, v in state_dict.items()}
+    """The original checkpoint stores transformers' CLIPTextModel under a prefix, as
+    `text_model.*` (transformers 5 dropped that level from the module, not from the files)."""
+    return {
+        prefix + (k if k.startswith("text_model.") else "text_model." + k): v
+        for k, v in state_dict.items()
+    }
 
 
 def controlnet_to_ldm(
@@ -162,7 +168,9 @@ def motion_adapter_to_original(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     """MotionAdapter → the mm_sd_v15_v2 layout (temporal_transformer, attention_blocks, pos_encoder)."""
     out: dict[str, Any] = {}
     for key, value in state_dict.items():
-        m = re.fullmatch(r"((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)", key)
+        m = re.fullmatch(
+            r"((?:down_blocks|up_blocks)\.\d+|mid_block)\.motion_modules\.(\d+)\.(.+)", key
+        )
         if m is None:
             raise LayoutError(key)
         head, rest = f"{m[1]}.motion_modules.{m[2]}.temporal_transformer", m[3]

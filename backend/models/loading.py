@@ -14,6 +14,8 @@ ensure_offline()
 
 import dataclasses  # noqa: E402
 import gc  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
 import re  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
@@ -31,8 +33,10 @@ from diffusers import (  # noqa: E402
     SparseControlNetModel,
     StableDiffusionPipeline,
 )
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from transformers import CLIPTokenizer  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from .registry import (  # noqa: E402
     KINDS,
@@ -50,6 +54,18 @@ from .safetensors_header import (  # noqa: E402
 )
 
 T = TypeVar("T")
+
+
+class _DropEmptyFp32Warning(logging.Filter):
+    # diffusers warns about "modules that should be kept in float32: []" on every dtype load.
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_DropEmptyFp32Warning())
+# Loading progress bars would only clutter the server log; job progress is reported instead.
+diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
 
 _DTYPES: Mapping[str, torch.dtype] = {
     "float32": torch.float32,
@@ -87,7 +103,7 @@ def device_name(device: str | torch.device) -> str:
 def skeleton_dir(name: str) -> Path:
     """A config skeleton shipped in backend/models/configs/ (never a path from outside it)."""
     path = (SKELETONS_DIR / name).resolve()
-    if path.parent != SKELETONS_DIR or not path.is_dir():
+    if "/" in name or "\\" in name or path.parent != SKELETONS_DIR or not path.is_dir():
         shipped = ", ".join(available_skeletons())
         raise ModelLoadError(f"unknown config skeleton {name!r} (shipped: {shipped})")
     return path
@@ -103,11 +119,14 @@ def _checked_path(entry: ModelEntry, registry: ModelRegistry | None) -> Path:
             f"{KINDS[entry.kind].label} '{entry.name}' is no longer at {path}: "
             "it was moved or deleted since the models folder was scanned"
         )
-    if registry is not None:
-        real = path.resolve()
-        if real != registry.root and registry.root not in real.parents:
-            raise ModelLoadError(f"'{entry.name}' resolves outside the models folder")
     files = [path] if path.is_file() else sorted(path.rglob("*.safetensors"))
+    if registry is not None:
+        for item in (path, *files):
+            real = item.resolve()
+            if real != registry.root and registry.root not in real.parents:
+                raise ModelLoadError(
+                    f"'{entry.name}': {item.name} resolves outside the models folder"
+                )
     for file in files:
         _check_safetensors(file, entry)
     return path
@@ -116,11 +135,15 @@ def _checked_path(entry: ModelEntry, registry: ModelRegistry | None) -> Path:
 def _check_safetensors(file: Path, entry: ModelEntry) -> SafetensorsHeader:
     # The file may have been replaced since the scan: look again right before loading.
     if sniff_pickle(file):
-        raise ModelLoadError(f"'{entry.name}': {file.name} is a pickle; Framesmith never loads pickles")
+        raise ModelLoadError(
+            f"'{entry.name}': {file.name} is a pickle; Framesmith never loads pickles"
+        )
     try:
         return read_header(file)
     except (HeaderError, OSError) as exc:
-        raise ModelLoadError(f"'{entry.name}': {file.name} is not a valid safetensors file ({exc})") from None
+        raise ModelLoadError(
+            f"'{entry.name}': {file.name} is not a valid safetensors file ({exc})"
+        ) from None
 
 
 def _read_single_file(entry: ModelEntry, registry: ModelRegistry | None) -> dict[str, torch.Tensor]:
@@ -135,7 +158,7 @@ def _config_for(entry: ModelEntry) -> Path:
         raise ModelLoadError(
             f"Cannot tell which architecture the single file '{entry.name}' has. Put a "
             f"framesmith.json sidecar next to it ({entry.path.stem}.framesmith.json) with "
-            f'{{"config": "<one of {", ".join(available_skeletons())}>"}}, or use a diffusers '
+            f'{{"config": "<one of {", ".join(available_skeletons(entry.kind))}>"}}, or use a diffusers '
             "folder of this model."
         )
     return skeleton_dir(entry.config)
@@ -185,8 +208,6 @@ def find_tokenizer(skeleton: Path, registry: ModelRegistry | None) -> Path:
 
 
 def _json_value(path: Path, key: str) -> Any:
-    import json
-
     try:
         return json.loads(path.read_text(encoding="utf-8")).get(key)
     except (OSError, ValueError, AttributeError):
@@ -218,7 +239,7 @@ def load_checkpoint(
     path = _checked_path(entry, registry)
     torch_dtype = resolve_dtype(dtype)
     common: dict[str, Any] = {
-        "torch_dtype": torch_dtype,
+        "dtype": torch_dtype,
         "local_files_only": True,
         "safety_checker": None,
         "feature_extractor": None,
@@ -239,7 +260,7 @@ def load_checkpoint(
             )
     for component in (pipe.unet, pipe.vae, pipe.text_encoder):
         _finish(component, device)
-    pipe.set_progress_bar_config(disable=True)
+    pipe.set_progress_bar_config(disable=True)  # denoising progress goes to the job instead
     return pipe
 
 
@@ -298,7 +319,7 @@ def _load_model(
         path = _checked_path(entry, registry)
         model = cls.from_pretrained(
             str(path),
-            torch_dtype=torch_dtype,
+            dtype=torch_dtype,
             local_files_only=True,
             use_safetensors=True,
             variant=entry.variant,
@@ -308,7 +329,7 @@ def _load_model(
         state = _read_single_file(entry, registry)
         extra = _motion_config_from_keys(state) if cls is MotionAdapter else {}
         model = cls.from_single_file(
-            state, config=str(skeleton), torch_dtype=torch_dtype, local_files_only=True, **extra
+            state, config=str(skeleton), dtype=torch_dtype, local_files_only=True, **extra
         )
     return _finish(model, device)
 
@@ -334,7 +355,9 @@ _LORA_KEY = re.compile(
     r"|lora_linear_layer\.(?P<dir2>down|up)"
     r")\.weight$"
 )
-_OLD_PROCESSOR_KEY = re.compile(r"^(?P<module>.+?)\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<dir>down|up)\.weight$")
+_OLD_PROCESSOR_KEY = re.compile(
+    r"^(?P<module>.+?)\.(?P<proj>to_q|to_k|to_v|to_out)_lora\.(?P<dir>down|up)\.weight$"
+)
 _TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 _UNET_PROJ = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
 
@@ -346,35 +369,51 @@ class _LoraLayer:
     alpha: float | None = None
 
 
+def _lora_target(key: str) -> tuple[str, str, str] | None:
+    """(component, module path, "down"|"up") of one LoRA weight name, or None."""
+    if m := _OLD_PROCESSOR_KEY.match(key):
+        module, direction = m["module"].removesuffix(".processor"), m["dir"]
+        table = _TEXT_PROJ if module.startswith("text_encoder") else _UNET_PROJ
+        module = f"{module}.{table[m['proj']]}"
+    elif m := _LORA_KEY.match(key):
+        module = m["module"]
+        direction = {"A": "down", "B": "up"}.get(m["peft"] or "", m["dir1"] or m["dir2"])
+    else:
+        return None
+    component, _, rest = module.partition(".")
+    if component not in {"unet", "text_encoder"}:
+        component, rest = "unet", module
+    return component, rest, direction
+
+
 def _lora_layers(
     state: Mapping[str, torch.Tensor], alphas: Mapping[str, float]
 ) -> dict[tuple[str, str], _LoraLayer]:
     """{(component, module path): (down, up, alpha)} from any layout lora_state_dict returns."""
     layers: dict[tuple[str, str], _LoraLayer] = {}
+    found_alphas = {**alphas, **{k: v for k, v in state.items() if k.endswith(".alpha")}}
     for key, value in state.items():
         if key.endswith(".alpha"):
             continue
-        if m := _OLD_PROCESSOR_KEY.match(key):
-            module, direction = m["module"].removesuffix(".processor"), m["dir"]
-            table = _TEXT_PROJ if module.startswith("text_encoder") else _UNET_PROJ
-            module = f"{module}.{table[m['proj']]}"
-        elif m := _LORA_KEY.match(key):
-            module = m["module"]
-            direction = {"A": "down", "B": "up"}.get(m["peft"] or "", m["dir1"] or m["dir2"])
+        target = _lora_target(key)
+        if target is None:
+            raise ModelLoadError(
+                f"unsupported LoRA tensor {key!r} (LoHa/LoKr/DoRA are not supported)"
+            )
+        component, path, direction = target
+        setattr(layers.setdefault((component, path), _LoraLayer()), direction, value)
+    for key, value in found_alphas.items():
+        # diffusers names an alpha after the layer ("<module>.alpha") or, for converted kohya
+        # files, after its down weight ("<module>.to_q_lora.down.weight.alpha").
+        stem = key.removesuffix(".alpha")
+        target = _lora_target(stem)
+        if target is not None:
+            where = target[:2]
         else:
-            raise ModelLoadError(f"unsupported LoRA tensor {key!r} (LoHa/LoKr/DoRA are not supported)")
-        component, _, rest = module.partition(".")
-        if component not in {"unet", "text_encoder"}:
-            component, rest = "unet", module
-        layer = layers.setdefault((component, rest), _LoraLayer())
-        setattr(layer, direction, value)
-    for key, value in {**alphas, **{k: v for k, v in state.items() if k.endswith(".alpha")}}.items():
-        module = key.removesuffix(".alpha")
-        component, _, rest = module.partition(".")
-        if component not in {"unet", "text_encoder"}:
-            component, rest = "unet", module
-        if (component, rest) in layers:
-            layers[(component, rest)].alpha = float(value)
+            component, _, rest = stem.partition(".")
+            where = (component, rest) if component in {"unet", "text_encoder"} else ("unet", stem)
+        if where in layers:
+            layers[where].alpha = float(value)
     return layers
 
 
@@ -395,7 +434,9 @@ def apply_lora(
     try:
         state, alphas = StableDiffusionPipeline.lora_state_dict(raw, unet_config=pipe.unet.config)
     except ValueError as exc:
-        raise ModelLoadError(f"LoRA '{entry.name}' is in a layout Framesmith cannot read ({exc})") from None
+        raise ModelLoadError(
+            f"LoRA '{entry.name}' is in a layout Framesmith cannot read ({exc})"
+        ) from None
     layers = _lora_layers(state, alphas or {})
     missing = [f"{c}.{p}" for c, p in layers if _submodule(pipe, c, p) is None]
     if not layers or missing:
@@ -412,10 +453,14 @@ def apply_lora(
 
 
 def _submodule(pipe: StableDiffusionPipeline, component: str, path: str) -> torch.nn.Module | None:
-    try:
-        return getattr(pipe, component).get_submodule(path)
-    except AttributeError:
-        return None
+    model = getattr(pipe, component)
+    # LoRAs name CLIP modules text_model.encoder...; transformers 5 has no text_model level.
+    for candidate in (path, path.removeprefix("text_model.")):
+        try:
+            return model.get_submodule(candidate)
+        except AttributeError:
+            continue
+    return None
 
 
 def _merge(module: torch.nn.Module, layer: _LoraLayer, weight: float, where: str) -> None:
@@ -427,7 +472,9 @@ def _merge(module: torch.nn.Module, layer: _LoraLayer, weight: float, where: str
     scale = weight * (layer.alpha / rank if layer.alpha is not None else 1.0)
     delta = up.flatten(1) @ down.flatten(1)
     if delta.numel() != target.numel():
-        raise ModelLoadError(f"LoRA layer {where} has shape {tuple(delta.shape)}, the model {tuple(target.shape)}")
+        raise ModelLoadError(
+            f"LoRA layer {where} has shape {tuple(delta.shape)}, the model {tuple(target.shape)}"
+        )
     with torch.no_grad():
         merged = target.float() + scale * delta.reshape(target.shape).to(target.device)
         target.copy_(merged.to(target.dtype))
@@ -533,12 +580,16 @@ class ModelCache:
         _free_memory()
 
     def _entries(self, key: ModelSet) -> dict[str, ModelEntry]:
-        wanted: list[tuple[str, str, ModelKind]] = [("checkpoint", key.checkpoint, ModelKind.CHECKPOINT)]
+        wanted: list[tuple[str, str, ModelKind]] = [
+            ("checkpoint", key.checkpoint, ModelKind.CHECKPOINT)
+        ]
         if key.motion_adapter:
             wanted.append(("motion_adapter", key.motion_adapter, ModelKind.MOTION_ADAPTER))
         if key.sparsectrl:
             wanted.append(("sparsectrl", key.sparsectrl, ModelKind.SPARSECTRL))
-        wanted += [(f"controlnet:{i}", n, ModelKind.CONTROLNET) for i, n in enumerate(key.controlnets)]
+        wanted += [
+            (f"controlnet:{i}", n, ModelKind.CONTROLNET) for i, n in enumerate(key.controlnets)
+        ]
         wanted += [(f"lora:{i}", lo.name, ModelKind.LORA) for i, lo in enumerate(key.loras)]
         entries: dict[str, ModelEntry] = {}
         for slot, name, kind in wanted:

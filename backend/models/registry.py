@@ -38,11 +38,12 @@ from .safetensors_header import (
 SKELETONS_DIR = Path(__file__).resolve().parent / "configs"
 SIDECAR_NAME = "framesmith.json"
 SIDECAR_SUFFIX = ".framesmith.json"
+METADATA_KEY = "framesmith"
 MAX_DEPTH = 12
 MAX_JSON_BYTES = 4 * 1024 * 1024
 
 
-class ModelKind(str, enum.Enum):
+class ModelKind(enum.StrEnum):
     CHECKPOINT = "checkpoint"
     CONTROLNET = "controlnet"
     MOTION_ADAPTER = "motion_adapter"
@@ -249,13 +250,14 @@ class ModelRegistry:
         self, name: str, kind: ModelKind | None, ambiguous: list[ModelEntry]
     ) -> str:
         label = KINDS[kind].label if kind else "model"
+        title = label[:1].upper() + label[1:]
         if ambiguous:
             names = ", ".join(e.name for e in ambiguous)
-            return f"{label} name {name!r} is ambiguous: use one of {names}"
+            return f"{title} name {name!r} is ambiguous: use one of {names}"
         for refused in self.refused:
             rel = _strip_safetensors(_relative(refused.path, self.root))
             if name in {rel, rel.rsplit("/", 1)[-1]}:
-                return f"{label} {name!r} was refused: {refused.reason}"
+                return f"{title} {name!r} was refused: {refused.reason}"
         if kind is not None:
             other = [e for e in self.entries if e.kind != kind and name in _names(e)]
             if other:
@@ -263,7 +265,7 @@ class ModelRegistry:
             installed = ", ".join(e.name for e in self.of_kind(kind)) or "none"
             folder = self.root / KINDS[kind].folder
             return (
-                f"{label} {name!r} is not installed (installed: {installed}); "
+                f"{title} {name!r} is not installed (installed: {installed}); "
                 f"put it in {folder}{os.sep}"
             )
         installed = ", ".join(e.name for e in self.entries) or "none"
@@ -313,7 +315,7 @@ class ModelRegistry:
             return (
                 f"No {t} {info.label} installed: put {info.example.replace('depth', t)} in "
                 f"{folder}. Framesmith tells a {info.label}'s type from a name containing "
-                f"'{t}' or a framesmith.json sidecar with {{\"controlnet_type\": \"{t}\"}}."
+                f'\'{t}\' or a framesmith.json sidecar with {{"controlnet_type": "{t}"}}.'
             )
         if self.of_kind(need.kind):
             return None
@@ -326,15 +328,21 @@ class ModelRegistry:
         }
         pipelines: dict[str, Any] = {}
         for pipeline, modes in PIPELINE_MODES.items():
-            pipelines[pipeline] = {
-                "modes": {
-                    mode: {
-                        "needs": [k.value for k in kinds],
-                        "ready": not (missing := self.missing_for(pipeline, mode=mode)),
-                        "missing": missing,
-                    }
-                    for mode, kinds in modes.items()
+            per_mode = {
+                mode: {
+                    "needs": [k.value for k in kinds],
+                    "ready": not (missing := self.missing_for(pipeline, mode=mode)),
+                    "missing": missing,
                 }
+                for mode, kinds in modes.items()
+            }
+            default = per_mode[next(iter(modes))]
+            pipelines[pipeline] = {
+                # top level: the fullest mode (stylize video, inbetween diffusion)
+                "mode": next(iter(modes)),
+                "ready": default["ready"],
+                "missing": default["missing"],
+                "modes": per_mode,
             }
         pipelines["stylize"]["controlnets"] = {
             t: [e.name for e in self.controlnets(t)]
@@ -398,7 +406,8 @@ class _Scanner:
 
     def scan_file(self, path: Path) -> None:
         real = path.resolve()
-        pickle_kind = sniff_pickle(real)
+        # A .zip is an archive a person downloaded, not a torch.save file a loader would open.
+        pickle_kind = None if path.suffix.lower() == ".zip" else sniff_pickle(real)
         is_safetensors_name = path.name.lower().endswith(".safetensors")
         if is_pickle_name(path) or pickle_kind:
             what = pickle_kind or f"a pickle checkpoint ({path.suffix})"
@@ -418,25 +427,26 @@ class _Scanner:
         except (HeaderError, OSError) as exc:
             self.refused.append(RefusedFile(path, f"not a valid safetensors file: {exc}"))
             return
-        sidecar = _read_sidecar(path.with_name(_strip_safetensors(path.name) + SIDECAR_SUFFIX))
+        # What the file declares about itself: the safetensors metadata, then a sidecar.
+        declared = {
+            **_metadata_declaration(header.metadata),
+            **_read_sidecar(path.with_name(_strip_safetensors(path.name) + SIDECAR_SUFFIX)),
+        }
         try:
             kind, config = _classify_header(header)
         except _Refused as exc:
             self.refused.append(RefusedFile(path, str(exc)))
             return
         name = _strip_safetensors(_relative(path, self.root))
-        config = sidecar.get("config") or header.metadata.get("framesmith.config") or config
         self.entries.append(
             ModelEntry(
                 name=name,
                 kind=kind,
                 path=real,
                 layout="single_file",
-                controlnet_type=_conditioning_type(
-                    kind, name, sidecar, header.metadata, hints=()
-                ),
+                controlnet_type=_conditioning_type(kind, name, declared, hints=()),
                 size_bytes=real.stat().st_size,
-                config=config,
+                config=str(declared.get("config") or config or "") or None,
             )
         )
 
@@ -461,7 +471,7 @@ class _Scanner:
         else:
             return False
         size = self.check_folder_files(directory)
-        name = _relative(directory, self.root)
+        name = directory.name if directory == self.root else _relative(directory, self.root)
         self.entries.append(
             ModelEntry(
                 name=name,
@@ -469,7 +479,7 @@ class _Scanner:
                 path=directory.resolve(),
                 layout="diffusers",
                 controlnet_type=_conditioning_type(
-                    kind, name, _read_sidecar(directory / SIDECAR_NAME), {}, hints
+                    kind, name, _read_sidecar(directory / SIDECAR_NAME), hints
                 ),
                 size_bytes=size,
                 variant=variant,
@@ -563,7 +573,8 @@ def _classify_header(header: SafetensorsHeader) -> tuple[ModelKind, str | None]:
     if has("input_hint_block."):
         _check_context_dim(header, keys, "ControlNet")
         return ModelKind.CONTROLNET, "sd15-controlnet"
-    if "controlnet_cond_embedding.conv_in.weight" in header.tensors:
+    # SparseCtrl RGB's "simplified" condition embedding is a single conv with no conv_in.
+    if {"controlnet_cond_embedding.conv_in.weight", "controlnet_cond_embedding.weight"} & set(keys):
         if starts("add_embedding."):
             raise _Refused("an SDXL ControlNet: Framesmith runs SD1.5-family models only")
         _check_context_dim(header, keys, "ControlNet")
@@ -580,7 +591,9 @@ def _checkpoint_config(header: SafetensorsHeader, keys: list[str]) -> str | None
     if any(k.startswith("conditioner.embedders.") for k in keys):
         raise _Refused("an SDXL checkpoint: Framesmith runs SD1.5-family models only")
     if any(k.startswith("cond_stage_model.model.") for k in keys):
-        raise _Refused("a Stable Diffusion 2.x checkpoint: Framesmith runs SD1.5-family models only")
+        raise _Refused(
+            "a Stable Diffusion 2.x checkpoint: Framesmith runs SD1.5-family models only"
+        )
     for part, what in (
         ("first_stage_model.", "VAE"),
         ("cond_stage_model.transformer.", "CLIP text encoder"),
@@ -650,7 +663,9 @@ def _weights_variant(directory: Path, stem: str) -> str | None:
     )
     if variants:
         return "fp16" if "fp16" in variants else variants[0]
-    pickles = [p.name for p in directory.iterdir() if is_pickle_name(p)] if directory.is_dir() else []
+    pickles = (
+        [p.name for p in directory.iterdir() if is_pickle_name(p)] if directory.is_dir() else []
+    )
     if pickles:
         raise _Refused(
             f"{directory.name}/ holds its weights only as pickle files ({', '.join(pickles)}): "
@@ -668,19 +683,14 @@ def _is_tokenizer_folder(directory: Path) -> bool:
 def _conditioning_type(
     kind: ModelKind,
     name: str,
-    sidecar: Mapping[str, Any],
-    metadata: Mapping[str, str],
+    declared: Mapping[str, Any],
     hints: tuple[str, ...],
 ) -> str | None:
     if kind not in {ModelKind.CONTROLNET, ModelKind.SPARSECTRL}:
         return None
-    declared = (
-        sidecar.get("controlnet_type")
-        or metadata.get("framesmith.controlnet_type")
-        or metadata.get("controlnet_type")
-    )
-    if isinstance(declared, str) and declared.strip():
-        return declared.strip().lower()
+    ctype = declared.get("controlnet_type")
+    if isinstance(ctype, str) and ctype.strip():
+        return ctype.strip().lower()
     for text in (name.rsplit("/", 1)[-1], *hints, name):
         found = _type_from_name(text)
         if found:
@@ -714,6 +724,16 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
     return _read_json(path) or {}
 
 
+def _metadata_declaration(metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The sidecar schema ({"controlnet_type": ..., "config": ...}) stored as JSON text in the
+    safetensors metadata key "framesmith" (one key: safetensors writes metadata in hash order)."""
+    try:
+        value = json.loads(metadata.get(METADATA_KEY, "{}"))
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _strip_safetensors(name: str) -> str:
     return name[: -len(".safetensors")] if name.lower().endswith(".safetensors") else name
 
@@ -730,8 +750,21 @@ def _names(entry: ModelEntry) -> Iterator[str]:
     yield entry.name.rsplit("/", 1)[-1]
 
 
-def available_skeletons() -> list[str]:
-    """Names of the config skeletons shipped in backend/models/configs/."""
+def available_skeletons(kind: ModelKind | None = None) -> list[str]:
+    """Names of the config skeletons shipped in backend/models/configs/ (of one kind)."""
     if not SKELETONS_DIR.is_dir():
         return []
-    return sorted(p.name for p in SKELETONS_DIR.iterdir() if p.is_dir())
+    names = []
+    for folder in sorted(p for p in SKELETONS_DIR.iterdir() if p.is_dir()):
+        if kind is None or _skeleton_kind(folder) == kind:
+            names.append(folder.name)
+    return names
+
+
+def _skeleton_kind(folder: Path) -> ModelKind | None:
+    if (folder / "model_index.json").is_file():
+        return ModelKind.CHECKPOINT
+    try:
+        return _folder_kind(_read_json(folder / "config.json") or {})
+    except _Refused:
+        return None

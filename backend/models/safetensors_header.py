@@ -112,7 +112,9 @@ def _tensor_info(key: str, value: object, data_bytes: int) -> TensorInfo:
         raise HeaderError(f"tensor {key!r} points outside the file (truncated download?)")
     expected = math.ceil(math.prod(shape) * _DTYPE_BYTES[dtype])
     if offsets[1] - offsets[0] != expected:
-        raise HeaderError(f"tensor {key!r} has {offsets[1] - offsets[0]} bytes, expected {expected}")
+        raise HeaderError(
+            f"tensor {key!r} has {offsets[1] - offsets[0]} bytes, expected {expected}"
+        )
     return TensorInfo(dtype=dtype, shape=tuple(shape))
 
 

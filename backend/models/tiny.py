@@ -1,6 +1,6 @@
 """Tiny random models of every kind the pipelines use, in the real on-disk formats.
 
-`make_tiny_models(dest)` writes a few hundred KB that the registry recognises and the loaders
+`make_tiny_models(dest)` writes about 2.5 MB that the registry recognises and the loaders
 load exactly like users' multi-GB models, so tests and the demo run the real code on a CPU in
 seconds. The architectures are the shipped skeletons configs/tiny-* (SD1.5's structure: the
 same block types, an 8x VAE, 77-token CLIP; just 8-16 channels). Weights are drawn from fixed
@@ -32,11 +32,17 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from . import ldm_layout  # noqa: E402
-from .registry import SIDECAR_NAME, SIDECAR_SUFFIX, SKELETONS_DIR  # noqa: E402
+from .registry import METADATA_KEY, SIDECAR_NAME, SIDECAR_SUFFIX, SKELETONS_DIR  # noqa: E402
+
+# Saving tiny files needs no progress bars on stderr.
+diffusers_logging.disable_progress_bar()
+transformers_logging.disable_progress_bar()
 
 TINY_SD = SKELETONS_DIR / "tiny-sd15"
 TINY_CONTROLNET = SKELETONS_DIR / "tiny-controlnet"
@@ -162,11 +168,17 @@ def tiny_lora_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tenso
     gen = torch.Generator().manual_seed(SEEDS["lora"])
     targets: list[tuple[str, torch.nn.Module]] = []
     for name, module in sorted(pipe.unet.named_modules()):
-        if isinstance(module, torch.nn.Linear) and re.search(r"\.attn[12]\.(to_[qkv]|to_out\.0)$", name):
+        if isinstance(module, torch.nn.Linear) and re.search(
+            r"\.attn[12]\.(to_[qkv]|to_out\.0)$", name
+        ):
             targets.append(("lora_unet_" + name.replace(".", "_"), module))
     for name, module in sorted(pipe.text_encoder.named_modules()):
-        if isinstance(module, torch.nn.Linear) and re.search(r"layers\.0\.self_attn\.\w+_proj$", name):
-            targets.append(("lora_te_" + name.replace(".", "_"), module))
+        if isinstance(module, torch.nn.Linear) and re.search(
+            r"layers\.0\.self_attn\.\w+_proj$", name
+        ):
+            # Published LoRAs name CLIP's modules with the text_model. level transformers 5 dropped.
+            full = name if name.startswith("text_model.") else "text_model." + name
+            targets.append(("lora_te_" + full.replace(".", "_"), module))
     state: dict[str, torch.Tensor] = {}
     for key, linear in targets:
         state[f"{key}.lora_down.weight"] = 0.5 * torch.randn(
@@ -182,11 +194,16 @@ def tiny_lora_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tenso
 # ---- writing ------------------------------------------------------------------------------
 
 
-def _save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+def _save(state: dict[str, torch.Tensor], path: Path, declared: dict[str, str]) -> Path:
+    """Write a safetensors file; `declared` goes in as the registry's "framesmith" metadata.
+
+    One metadata key only: safetensors writes metadata in hash-map order, so several keys
+    would make the bytes differ from run to run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses tensors that share storage (the duplicated pos_encoder tables).
     tensors = {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
-    save_file(tensors, str(path), metadata={"format": "pt", **metadata})
+    metadata = {METADATA_KEY: json.dumps(declared, sort_keys=True)} if declared else None
+    save_file(tensors, str(path), metadata=metadata)
     return path
 
 
@@ -221,9 +238,7 @@ def make_tiny_models(dest: Path) -> list[Path]:
     single |= ldm_layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
     single |= ldm_layout.vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config)
     single |= ldm_layout.clip_to_ldm(pipe.text_encoder.state_dict())
-    written.append(
-        _save(single, _fresh(dest / CHECKPOINT_FILE), {"framesmith.config": TINY_SD.name})
-    )
+    written.append(_save(single, _fresh(dest / CHECKPOINT_FILE), {"config": TINY_SD.name}))
 
     depth = build_tiny_controlnet(SEEDS["depth"])
     folder = _fresh(dest / CONTROLNET_DEPTH_FOLDER)
@@ -236,7 +251,7 @@ def make_tiny_models(dest: Path) -> list[Path]:
         _save(
             ldm_layout.controlnet_to_ldm(normal.state_dict(), normal.config),
             _fresh(dest / CONTROLNET_NORMAL_FILE),
-            {"framesmith.config": TINY_CONTROLNET.name, "framesmith.controlnet_type": "normal"},
+            {"config": TINY_CONTROLNET.name, "controlnet_type": "normal"},
         )
     )
 
@@ -244,7 +259,7 @@ def make_tiny_models(dest: Path) -> list[Path]:
     path = _save(
         lineart.state_dict(),
         _fresh(dest / CONTROLNET_LINEART_FILE),
-        {"framesmith.config": TINY_CONTROLNET.name},
+        {"config": TINY_CONTROLNET.name},
     )
     sidecar = path.with_name(path.name[: -len(".safetensors")] + SIDECAR_SUFFIX)
     _sidecar(sidecar, {"controlnet_type": "lineart"})
@@ -258,7 +273,7 @@ def make_tiny_models(dest: Path) -> list[Path]:
         _save(
             ldm_layout.motion_adapter_to_original(adapter.state_dict()),
             _fresh(dest / MOTION_FILE),
-            {"framesmith.config": TINY_MOTION_ADAPTER.name},
+            {"config": TINY_MOTION_ADAPTER.name},
         )
     )
 
