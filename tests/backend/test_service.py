@@ -385,3 +385,38 @@ def test_second_backend_on_same_data_folder_refuses(make_backend) -> None:
         second.start()
     info = json.loads((first.data / "backend.json").read_text())
     assert info["pid"] == first.proc.pid
+
+
+def test_models_route_lists_tiny_models_and_refuses_a_pickle(make_backend, tiny_models, tmp_path):
+    import pickle
+    import shutil
+
+    models = tmp_path / "user-models"
+    shutil.copytree(tiny_models, models)
+    canary = tmp_path / "canary"
+
+    class Boom:  # unpickling this would create the canary file
+        def __reduce__(self):
+            return (open, (str(canary), "w"))
+
+    (models / "checkpoints" / "model.safetensors").write_bytes(pickle.dumps(Boom()))
+    b = make_backend(models=models).start()
+    with b.client() as c:
+        listing = c.get("/v1/models").json()
+    names = {e["name"] for entries in listing["installed"].values() for e in entries}
+    assert "checkpoints/tiny-sd15" in names and "motion/tiny-motion-adapter" in names
+    assert any("model.safetensors" in r["path"] for r in listing["refused"])
+    assert listing["pipelines"]["stylize"]["ready"] is True
+    assert not canary.exists()
+
+
+def test_log_has_a_line_per_request_and_per_transition(shared_backend: Backend) -> None:
+    with shared_backend.client() as c:
+        keys = square_keys({0: 4.0, 2: 12.0})
+        job = make_inbetween_job(c, keys, range(0, 3))
+        c.post(f"/v1/jobs/{job['id']}/start")
+        wait_for(c, job["id"], {"done"})
+    log = (shared_backend.data / "logs" / "backend.log").read_text()
+    assert f"POST /v1/jobs/{job['id']}/start 202" in log
+    for transition in ("awaiting_inputs -> queued", "queued -> running", "running -> done"):
+        assert f"job {job['id']}: {transition}" in log
