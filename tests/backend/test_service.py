@@ -38,6 +38,13 @@ def make_inbetween_job(client: httpx.Client, keys: dict[int, np.ndarray], frames
     return job
 
 
+def post_job(c: httpx.Client, frames: list[int], keyframes: list[int]) -> dict:
+    body = {"kind": "inbetween", "frames": frames, "keyframes": keyframes, "width": W, "height": H}
+    r = c.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 def square_keys(xs: dict[int, float], w: int = W, h: int = H) -> dict[int, np.ndarray]:
     return {f: textured_square_scene(w, h, x) for f, x in xs.items()}
 
@@ -83,14 +90,7 @@ def test_job_full_life(shared_backend: Backend) -> None:
 def test_start_names_missing_inputs(shared_backend: Backend) -> None:
     with shared_backend.client() as c:
         keys = square_keys({0: 4.0})
-        body = {
-            "kind": "inbetween",
-            "frames": [0, 1, 2, 3],
-            "keyframes": [0, 3],
-            "width": W,
-            "height": H,
-        }
-        job = c.post("/v1/jobs", json=body).json()
+        job = post_job(c, [0, 1, 2, 3], [0, 3])
         c.put(f"/v1/jobs/{job['id']}/inputs/keyframe/0", content=png_bytes(keys[0]))
         r = c.post(f"/v1/jobs/{job['id']}/start")
         assert r.status_code == 400
@@ -102,16 +102,7 @@ def test_outputs_unknown_and_unfinished(shared_backend: Backend) -> None:
     with shared_backend.client() as c:
         assert c.get("/v1/jobs/" + "0" * 32).status_code == 404
         assert c.get("/v1/jobs/not-a-job").status_code == 404
-        job = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [0, 1, 2],
-                "keyframes": [0, 2],
-                "width": W,
-                "height": H,
-            },
-        ).json()
+        job = post_job(c, [0, 1, 2], [0, 2])
         r = c.get(f"/v1/jobs/{job['id']}/outputs/1")
         assert r.status_code == 404 and "not finished" in r.json()["detail"]
         assert c.get(f"/v1/jobs/{job['id']}/outputs/7").status_code == 404
@@ -119,16 +110,7 @@ def test_outputs_unknown_and_unfinished(shared_backend: Backend) -> None:
 
 def test_cancel_queued_and_awaiting(shared_backend: Backend) -> None:
     with shared_backend.client() as c:
-        job = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [0, 1, 2],
-                "keyframes": [0, 2],
-                "width": W,
-                "height": H,
-            },
-        ).json()
+        job = post_job(c, [0, 1, 2], [0, 2])
         r = c.post(f"/v1/jobs/{job['id']}/cancel")
         assert r.status_code == 200 and r.json()["state"] == "canceled"
         assert c.post(f"/v1/jobs/{job['id']}/start").status_code == 409
@@ -166,30 +148,12 @@ def test_idempotency_key(shared_backend: Backend) -> None:
 
 def test_bad_params_are_422_with_a_sentence(shared_backend: Backend) -> None:
     with shared_backend.client() as c:
-        r = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [0, 1],
-                "keyframes": [0, 1],
-                "width": W,
-                "height": H,
-                "params": {"wobble": 3},
-            },
-        )
+        body = {"kind": "inbetween", "frames": [0, 1], "keyframes": [0, 1], "width": W, "height": H}
+        r = c.post("/v1/jobs", json={**body, "params": {"wobble": 3}})
         assert r.status_code == 422 and "wobble" in r.json()["detail"]
         r = c.post("/v1/jobs", json={"kind": "paint", "frames": [0], "width": W, "height": H})
         assert r.status_code == 400 and "unknown job kind" in r.json()["detail"]
-        r = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [2, 1],
-                "keyframes": [1, 2],
-                "width": W,
-                "height": H,
-            },
-        )
+        r = c.post("/v1/jobs", json={**body, "frames": [2, 1], "keyframes": [1, 2]})
         assert r.status_code == 422 and "ascending" in r.json()["detail"]
 
 
@@ -236,16 +200,7 @@ def test_foreign_host_and_origin_are_refused(shared_backend: Backend) -> None:
 def test_oversize_uploads_are_413(make_backend) -> None:
     b = make_backend(extra_args=["--max-upload-mb", "1"]).start()
     with b.client() as c:
-        job = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [0, 1],
-                "keyframes": [0, 1],
-                "width": W,
-                "height": H,
-            },
-        ).json()
+        job = post_job(c, [0, 1], [0, 1])
         url = f"/v1/jobs/{job['id']}/inputs/keyframe/0"
         big = b"\0" * (2 * 1024 * 1024)
         assert c.put(url, content=big).status_code == 413
@@ -279,16 +234,7 @@ def test_bad_images_are_4xx_and_the_backend_stays_up(shared_backend: Backend) ->
     keys = square_keys({0: 4.0, 4: 20.0})
     good = png_bytes(keys[0])
     with shared_backend.client() as c:
-        job = c.post(
-            "/v1/jobs",
-            json={
-                "kind": "inbetween",
-                "frames": [0, 1, 2, 3, 4],
-                "keyframes": [0, 4],
-                "width": W,
-                "height": H,
-            },
-        ).json()
+        job = post_job(c, [0, 1, 2, 3, 4], [0, 4])
         base = f"/v1/jobs/{job['id']}/inputs"
 
         r = c.put(f"{base}/keyframe/0", content=good[: len(good) // 2])
