@@ -49,6 +49,7 @@ class GateConfig:
     upload_path_prefix: str = "/v1/jobs/"
     upload_path_marker: str = "/inputs/"
     allowed_hosts: set[str] = field(default_factory=set)
+    last_request: float = field(default_factory=time.monotonic)  # for the idle exit
 
     def refresh_hosts(self) -> None:
         names = set(LOOPBACK_NAMES) if is_loopback(self.bind_host) else set()
@@ -85,6 +86,7 @@ class Gate:
             await _close_websocket(send)
             return
         started = time.perf_counter()
+        self.config.last_request = time.monotonic()
         status_box = [0]
 
         async def send_logged(message: Message) -> None:

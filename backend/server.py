@@ -17,7 +17,7 @@ from pathlib import Path
 from . import API_VERSION, __version__, device, logs, pipelines
 from .files import atomic_write
 from .security import Gate, GateConfig, is_loopback
-from .store import Store
+from .store import JobState, Store
 from .worker import Worker
 
 log = logging.getLogger("framesmith.server")
@@ -52,6 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--max-upload-mb", type=int, default=512, help="largest single upload")
     p.add_argument("--max-queue", type=int, default=64, help="queued jobs before 429")
+    p.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="exit after this long with no request and no queued or running job (0: never);"
+        " the add-on's local backend uses it so a closed Blender leaves no server behind",
+    )
 
 
 class ReadyFile:
@@ -84,6 +92,16 @@ def hold_data_lock(data_dir: Path) -> object:
             f"another Framesmith backend is already running on {data_dir}: {where.strip()}"
         ) from None
     return lock
+
+
+def _exit_when_idle(server, store: Store, gate: GateConfig, idle_s: float) -> None:
+    stop = threading.Event()
+    while not stop.wait(min(idle_s, 5.0)):
+        busy = store.count(JobState.RUNNING) + store.count(JobState.QUEUED)
+        if busy == 0 and time.monotonic() - gate.last_request >= idle_s:
+            log.info("idle for %.0f s with no job left: exiting", idle_s)
+            server.should_exit = True
+            return
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -179,6 +197,13 @@ def serve(args: argparse.Namespace) -> int:
     )
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)
+    if args.idle_exit > 0:
+        threading.Thread(
+            target=_exit_when_idle,
+            args=(server, store, gate_config, args.idle_exit),
+            name="idle-exit",
+            daemon=True,
+        ).start()
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -366,3 +366,15 @@ def test_log_has_a_line_per_request_and_per_transition(shared_backend: Backend) 
     assert f"POST /v1/jobs/{job['id']}/start 202" in log
     for transition in ("awaiting_inputs -> queued", "queued -> running", "running -> done"):
         assert f"job {job['id']}: {transition}" in log
+
+
+def test_idle_exit_when_no_job_is_left(make_backend) -> None:
+    b = make_backend(extra_args=["--idle-exit", "1"]).start()
+    with b.client() as c:
+        keys = square_keys({0: 4.0, 2: 12.0})
+        job = make_inbetween_job(c, keys, range(0, 3))
+        c.post(f"/v1/jobs/{job['id']}/start")
+        wait_for(c, job["id"], {"done"})
+    assert b.proc.wait(timeout=60) == 0
+    assert not (b.data / "backend.json").exists()
+    assert "idle for 1 s with no job left" in b.output()

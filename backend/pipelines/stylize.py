@@ -1,0 +1,218 @@
+"""Stylize: a rendered shot and its passes in, the same shot in the prompt's style out.
+
+Modes:
+  video2video  AnimateDiff video-to-video from the beauty pass (strength), plus ControlNets
+  text2video   AnimateDiff text-to-video guided by ControlNets fed from the passes alone
+  per_frame    Stable Diffusion per frame (img2img from the beauty pass, or txt2img when
+               strength is 1) plus ControlNets; no motion module (and the flicker baseline)
+
+A shot is cut into chunks of `chunk_size` frames; each chunk after the first also denoises the
+`overlap` frames before it, which the previous chunk already wrote, and blends its first frames
+towards them so the seam does not jump. Each chunk has its own seed, derived from the job's
+seed and the chunk's index, so a resumed job reproduces the frames it had not written yet.
+
+This module stays free of torch: the API validates jobs without importing the model stack;
+stylize_runtime (torch, diffusers) is imported when the first chunk runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from ..models.registry import ModelKind, Need
+from ..vision.passes import normal_to_control
+from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .stylize_conditioning import control_frames
+from .stylize_params import StylizeParams, parse_params
+from .stylize_plan import beauty_rgb, blend_seam, chunk_seed, plan_chunks, to_uint8
+
+if TYPE_CHECKING:
+    from .stylize_runtime import Request, StepHook
+
+STAGE = "denoise"
+SIZE_MULTIPLE = 8  # the VAE downsamples by 8
+ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
+
+
+class StylizePipeline:
+    kind = "stylize"
+
+    def params_model(self) -> type[BaseModel]:
+        return StylizeParams
+
+    def check_job(self, job: JobSpec) -> None:
+        params = parse_params(job.params)
+        frames = tuple(job.frames)
+        if not frames:
+            raise InputError("No output frames were requested.")
+        if any(b <= a for a, b in itertools.pairwise(frames)):
+            raise InputError("Output frames must be listed in ascending order, each frame once.")
+        _check_size(job.width, job.height)
+        if not params.uses_beauty and not params.controlnets:
+            what = "text2video" if params.mode == "text2video" else "per_frame at strength 1"
+            raise InputError(
+                f"{what} follows the shot through ControlNets only: add at least one "
+                "ControlNet (depth, normal or lineart), or start from the beauty pass "
+                "(mode video2video, or per_frame with strength below 1)."
+            )
+        if params.world_to_camera is not None:
+            normal_to_control(np.zeros((1, 1, 3), np.float32), params.world_to_camera)
+
+    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+        params = parse_params(job.params)
+        frames = tuple(job.frames)
+        needed: dict[Pass, tuple[int, ...]] = {}
+        if params.uses_beauty:
+            needed[Pass.BEAUTY] = frames
+        for net in params.controlnets:
+            needed[net.render_pass] = frames
+        return needed
+
+    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+        # Vector (and depth without a depth ControlNet) are for flow-guided fusion, later.
+        frames = tuple(job.frames)
+        return {p: frames for p in ACCEPTED_PASSES}
+
+    def missing_models(self, job: JobSpec, models: Any) -> list[str]:
+        params = parse_params(job.params)
+        mode = "video" if params.uses_motion else "per_frame"
+        return list(models.missing_for("stylize", _needs(params), mode=mode))
+
+    def plan(self, job: JobSpec) -> list[Chunk]:
+        params = parse_params(job.params)
+        return plan_chunks(job.frames, params.chunk_size, params.chunk_overlap)
+
+    def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
+        ctx.check_cancel()
+        params = parse_params(ctx.job.params)
+        from . import stylize_runtime as runtime  # torch: only once a chunk runs
+
+        models = ctx.models
+        missing = self.missing_models(ctx.job, models)
+        if missing:
+            raise PipelineError("Models missing: " + " ".join(missing))
+        names = resolve_models(params, models)
+        loaded = runtime.RUNTIME.load(models, runtime.model_set(*names, device=ctx.device))
+        if params.uses_motion:
+            _run_video(ctx, chunk, params, loaded)
+        else:
+            _run_per_frame(ctx, chunk, params, loaded)
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+def _needs(params: StylizeParams) -> list[Need]:
+    needs = [Need(ModelKind.CHECKPOINT, name=params.checkpoint)]
+    if params.uses_motion:
+        needs.append(Need(ModelKind.MOTION_ADAPTER, name=params.motion_adapter))
+    for net in params.controlnets:
+        if net.model is not None:
+            needs.append(Need(ModelKind.CONTROLNET, name=net.model))
+        else:
+            needs.append(Need(ModelKind.CONTROLNET, controlnet_type=net.pass_))
+    if params.lora is not None:
+        needs.append(Need(ModelKind.LORA, name=params.lora.name))
+    return needs
+
+
+def resolve_models(
+    params: StylizeParams, registry: Any
+) -> tuple[str, str | None, list[str], tuple[str, float] | None]:
+    """(checkpoint, motion adapter, ControlNets, LoRA) names, defaults filled in.
+
+    Call after missing_models() found nothing: every name resolves then.
+    """
+
+    def name(given: str | None, kind: ModelKind) -> str:
+        if given is not None:
+            return str(registry.get(given, kind).name)
+        return str(registry.of_kind(kind)[0].name)
+
+    checkpoint = name(params.checkpoint, ModelKind.CHECKPOINT)
+    motion = name(params.motion_adapter, ModelKind.MOTION_ADAPTER) if params.uses_motion else None
+    nets = [
+        name(n.model, ModelKind.CONTROLNET)
+        if n.model is not None
+        else str(registry.controlnets(n.pass_)[0].name)
+        for n in params.controlnets
+    ]
+    lora = None
+    if params.lora is not None:
+        lora = (name(params.lora.name, ModelKind.LORA), params.lora.weight)
+    return checkpoint, motion, nets, lora
+
+
+# ---- running ---------------------------------------------------------------------------------
+
+
+def _request(ctx: RunContext, params: StylizeParams, frames: tuple[int, ...], seed: int) -> Request:
+    from .stylize_runtime import Request
+
+    beauty = [beauty_rgb(ctx.input(Pass.BEAUTY, f)) for f in frames] if params.uses_beauty else None
+    job = ctx.job
+    return Request(
+        params=params,
+        width=job.width,
+        height=job.height,
+        seed=seed,
+        beauty=beauty,
+        controls=control_frames(ctx, params, frames),
+    )
+
+
+def _progress_hook(ctx: RunContext, call: int = 0, calls: int = 1) -> StepHook:
+    """Per denoising step: stop if canceled, then report the chunk's steps done so far.
+
+    A chunk made by `calls` pipeline calls of equal length reports them as one count.
+    """
+
+    def hook(done: int, total: int) -> None:
+        ctx.check_cancel()
+        ctx.progress(STAGE, call * total + done, calls * total)
+
+    return hook
+
+
+def _run_video(ctx: RunContext, chunk: Chunk, params: StylizeParams, loaded: Any) -> None:
+    from .stylize_runtime import denoise_video
+
+    request = _request(ctx, params, chunk.context, chunk_seed(params.seed, chunk.index))
+    images = denoise_video(loaded, request, _progress_hook(ctx))
+    generated = dict(zip(chunk.context, images, strict=True))
+    finished: dict[int, np.ndarray] = {}
+    for frame in chunk.context:
+        if frame < chunk.frames[0] and (done := ctx.finished_output(frame)) is not None:
+            finished[frame] = done
+    blended = blend_seam(generated, finished, chunk.frames, params.overlap)
+    for frame in chunk.frames:
+        ctx.write_output(frame, to_uint8(blended[frame]))
+
+
+def _run_per_frame(ctx: RunContext, chunk: Chunk, params: StylizeParams, loaded: Any) -> None:
+    from .stylize_runtime import denoise_frame
+
+    todo = [f for f in chunk.frames if ctx.finished_output(f) is None]
+    # One seed for every frame: frames do not depend on how the shot was cut.
+    request = _request(ctx, params, tuple(todo), chunk_seed(params.seed, 0))
+    for i, frame in enumerate(todo):
+        image = denoise_frame(loaded, request, i, _progress_hook(ctx, i, len(todo)))
+        ctx.write_output(frame, to_uint8(image))
+
+
+def _check_size(width: int, height: int) -> None:
+    if width % SIZE_MULTIPLE == 0 and height % SIZE_MULTIPLE == 0:
+        return
+
+    def near(v: int) -> str:
+        low = max(SIZE_MULTIPLE, v - v % SIZE_MULTIPLE)
+        return f"{low} or {low + SIZE_MULTIPLE}" if low != v else str(v)
+
+    raise InputError(
+        f"Stylize needs a width and height that are multiples of {SIZE_MULTIPLE}; "
+        f"{width}×{height} is not (use a width of {near(width)} and a height of {near(height)})."
+    )

@@ -1,0 +1,81 @@
+"""ControlNet conditioning images from Blender's passes, prepared per chunk (numpy only).
+
+Depth is normalised with one range for the whole shot (computed from every depth frame of the
+job the first time a chunk needs it, then kept per job), so conditioning never flickers with
+per-frame normalisation and a resumed job gets the very same range.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..vision.passes import (
+    DepthRange,
+    depth_range,
+    depth_to_control,
+    lineart_to_control,
+    normal_to_control,
+)
+from .base import Pass, PipelineError, RunContext
+from .stylize_params import StylizeParams
+
+_RANGES_KEPT = 32  # jobs whose depth range is remembered (a few floats each)
+
+
+class DepthRanges:
+    """The shot-wide depth range of recent jobs, by job id."""
+
+    def __init__(self, kept: int = _RANGES_KEPT) -> None:
+        self._kept = kept
+        self._ranges: OrderedDict[str, DepthRange] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ctx: RunContext) -> DepthRange:
+        job = ctx.job
+        with self._lock:
+            if job.id in self._ranges:
+                self._ranges.move_to_end(job.id)
+                return self._ranges[job.id]
+        found = depth_range(ctx.input(Pass.DEPTH, f) for f in job.frames)
+        with self._lock:
+            self._ranges[job.id] = found
+            while len(self._ranges) > self._kept:
+                self._ranges.popitem(last=False)
+        return found
+
+
+DEPTH_RANGES = DepthRanges()
+
+
+def control_frames(
+    ctx: RunContext, params: StylizeParams, frames: Sequence[int]
+) -> list[list[np.ndarray]]:
+    """One list of float32 HxWx3 (0..1) images per ControlNet, for `frames`, in order.
+
+    A pass shared by several ControlNets is converted once.
+    """
+    converted: dict[Pass, list[np.ndarray]] = {}
+    out: list[list[np.ndarray]] = []
+    for net in params.controlnets:
+        p = net.render_pass
+        if p not in converted:
+            converted[p] = [_convert(ctx, params, p, f) for f in frames]
+        out.append(converted[p])
+    return out
+
+
+def _convert(ctx: RunContext, params: StylizeParams, p: Pass, frame: int) -> np.ndarray:
+    try:
+        if p is Pass.DEPTH:
+            return depth_to_control(ctx.input(p, frame), DEPTH_RANGES.get(ctx))
+        if p is Pass.NORMAL:
+            return normal_to_control(ctx.input(p, frame), params.world_to_camera)
+        if p is Pass.LINEART:
+            return lineart_to_control(ctx.input(p, frame))
+    except ValueError as exc:  # a pass of the wrong shape
+        raise PipelineError(f"The {p.value} pass of frame {frame} cannot be used: {exc}") from None
+    raise PipelineError(f"No ControlNet conditioning is made from the {p.value} pass.")

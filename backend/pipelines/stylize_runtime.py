@@ -1,0 +1,289 @@
+"""The torch side of stylize: models kept loaded between jobs, diffusers pipelines built from
+them once, and one denoising call per chunk (or per frame) with progress and cancel per step.
+
+Imported only when a stylize chunk runs, so the API never pays for torch/diffusers imports.
+"""
+
+from __future__ import annotations
+
+from ..models.offline import ensure_offline
+
+ensure_offline()
+
+import threading  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from diffusers import (  # noqa: E402
+    AnimateDiffControlNetPipeline,
+    AnimateDiffVideoToVideoControlNetPipeline,
+    AnimateDiffVideoToVideoPipeline,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    LCMScheduler,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
+    UNetMotionModel,
+)
+from diffusers.models.attention import FreeNoiseTransformerBlock  # noqa: E402
+
+from ..models.loading import (  # noqa: E402
+    LoadedModels,
+    LoraSpec,
+    ModelCache,
+    ModelLoadError,
+    ModelSet,
+)
+from .base import PipelineError  # noqa: E402
+from .stylize_params import MOTION_WINDOW, StylizeParams  # noqa: E402
+
+# Step callback: (steps done in this call, steps of this call) -> None; may raise Canceled.
+StepHook = Callable[[int, int], None]
+
+# AnimateDiff's motion modules were trained with a linear beta schedule; the checkpoint's own
+# scheduler config (scaled_linear) is kept for per-frame Stable Diffusion.
+_MOTION_SCHEDULER = {
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "timestep_spacing": "linspace",
+    "steps_offset": 1,
+}
+
+
+def dtype_for(device: str) -> str:
+    """Half precision on a GPU (SD1.5 and its ControlNets are published in fp16), float32 on a
+    CPU, where half precision is slow and not every op exists."""
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+def make_scheduler(name: str, base: Any, motion: bool) -> Any:
+    config = {**dict(base), **(_MOTION_SCHEDULER if motion else {})}
+    if name == "ddim":
+        return DDIMScheduler.from_config(config)
+    if name == "euler_a":
+        return EulerAncestralDiscreteScheduler.from_config(config)
+    if name == "dpmpp_2m":
+        return DPMSolverMultistepScheduler.from_config(
+            config, algorithm_type="dpmsolver++", solver_order=2
+        )
+    if name == "lcm":
+        return LCMScheduler.from_config(config)
+    raise PipelineError(f"unknown scheduler {name!r}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One denoising call: what the pipeline needs besides the models."""
+
+    params: StylizeParams
+    width: int
+    height: int
+    seed: int
+    beauty: list[np.ndarray] | None  # float32 HxWx3 0..1 per frame, or None
+    controls: list[list[np.ndarray]]  # per ControlNet, float32 HxWx3 0..1 per frame
+
+
+class Runtime:
+    """Models of the last model set, and the diffusers pipelines built from them."""
+
+    def __init__(self) -> None:
+        self._cache: ModelCache | None = None
+        self._loaded: LoadedModels | None = None
+        self._built: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    def load(self, registry: Any, models: ModelSet) -> LoadedModels:
+        with self._lock:
+            if self._cache is None or self._cache.registry.root != registry.root:
+                self._cache = ModelCache(registry)
+            else:
+                self._cache.registry = registry  # the newest scan: names resolve as listed
+            try:
+                loaded = self._cache.load(models)
+            except ModelLoadError as exc:
+                raise PipelineError(str(exc)) from None
+            if loaded is not self._loaded:
+                self._loaded, self._built = loaded, {}
+            return loaded
+
+    def pipeline(self, loaded: LoadedModels, kind: str) -> Any:
+        with self._lock:
+            if kind not in self._built:
+                pipe = self._build(loaded, kind)
+                pipe.set_progress_bar_config(disable=True)
+                self._built[kind] = pipe
+            return self._built[kind]
+
+    def _build(self, loaded: LoadedModels, kind: str) -> DiffusionPipeline:
+        dtype = loaded.pipe.unet.dtype
+        nets = list(loaded.controlnets)
+        if kind in {"video2video", "text2video"}:
+            if loaded.motion_adapter is None:
+                raise PipelineError("This mode needs a motion adapter; none was loaded.")
+            common: dict[str, Any] = {
+                "unet": self._motion_unet(loaded),
+                "motion_adapter": loaded.motion_adapter,
+                "dtype": dtype,
+            }
+            if kind == "text2video":
+                return AnimateDiffControlNetPipeline.from_pipe(
+                    loaded.pipe, controlnet=nets, **common
+                )
+            if nets:
+                return AnimateDiffVideoToVideoControlNetPipeline.from_pipe(
+                    loaded.pipe, controlnet=nets, **common
+                )
+            return AnimateDiffVideoToVideoPipeline.from_pipe(loaded.pipe, **common)
+        if kind == "img2img":
+            if nets:
+                return StableDiffusionControlNetImg2ImgPipeline.from_pipe(
+                    loaded.pipe, controlnet=nets, dtype=dtype
+                )
+            return StableDiffusionImg2ImgPipeline.from_pipe(loaded.pipe, dtype=dtype)
+        if kind == "txt2img":
+            return StableDiffusionControlNetPipeline.from_pipe(
+                loaded.pipe, controlnet=nets, dtype=dtype
+            )
+        raise PipelineError(f"unknown stylize pipeline {kind!r}")
+
+    def _motion_unet(self, loaded: LoadedModels) -> UNetMotionModel:
+        # Built once per model set and shared by the video pipelines: from_unet2d copies the
+        # UNet's weights, which must not happen per pipeline (or per job).
+        if "motion_unet" not in self._built:
+            base = loaded.pipe.unet
+            unet = UNetMotionModel.from_unet2d(base, loaded.motion_adapter)
+            unet.to(device=base.device, dtype=base.dtype).eval().requires_grad_(False)
+            self._built["motion_unet"] = unet
+        return self._built["motion_unet"]
+
+
+RUNTIME = Runtime()
+
+
+def motion_window(loaded: LoadedModels) -> int:
+    adapter = loaded.motion_adapter
+    length = int(adapter.config.motion_max_seq_length) if adapter is not None else MOTION_WINDOW
+    return max(1, min(MOTION_WINDOW, length))
+
+
+def set_free_noise(pipe: Any, frames: int, window: int) -> None:
+    """FreeNoise context windows inside a chunk longer than the motion module's window only.
+
+    The motion UNet is shared between pipelines, so its state is set before every call.
+    """
+    if frames > window:
+        pipe.enable_free_noise(context_length=window, context_stride=max(1, window // 4))
+        return
+    # Not pipe.disable_free_noise(): it assumes a motion mid block, which v1 modules lack.
+    blocks = [*pipe.unet.down_blocks, pipe.unet.mid_block, *pipe.unet.up_blocks]
+    for block in blocks:
+        modules = getattr(block, "motion_modules", None)
+        if modules is not None and any(
+            isinstance(m, FreeNoiseTransformerBlock) for m in modules.modules()
+        ):
+            pipe._disable_free_noise_in_block(block)
+    pipe._free_noise_context_length = None
+
+
+def _step_callback(hook: StepHook) -> Callable[..., dict[str, Any]]:
+    def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        hook(i + 1, int(pipe.num_timesteps))
+        return {}
+
+    return on_step_end
+
+
+def _generator(seed: int) -> torch.Generator:
+    # On the CPU whatever the device: the same seed gives the same noise on every machine.
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def _control_kwargs(params: StylizeParams) -> dict[str, Any]:
+    nets = params.controlnets
+    return {
+        "controlnet_conditioning_scale": [n.scale for n in nets],
+        "control_guidance_start": [n.start for n in nets],
+        "control_guidance_end": [n.end for n in nets],
+    }
+
+
+def _common_kwargs(req: Request, hook: StepHook) -> dict[str, Any]:
+    p = req.params
+    return {
+        "prompt": p.prompt,
+        "negative_prompt": p.negative_prompt or None,
+        "height": req.height,
+        "width": req.width,
+        "num_inference_steps": p.steps,
+        "guidance_scale": p.guidance,
+        "output_type": "np",
+        "callback_on_step_end": _step_callback(hook),
+        "callback_on_step_end_tensor_inputs": ["latents"],
+    }
+
+
+def denoise_video(loaded: LoadedModels, req: Request, hook: StepHook) -> list[np.ndarray]:
+    """Denoise the request's frames together with the motion module; float32 HxWx3 0..1 each."""
+    p = req.params
+    if p.mode == "text2video":
+        pipe = RUNTIME.pipeline(loaded, "text2video")
+        frames = len(req.controls[0])
+    else:
+        if req.beauty is None:
+            raise PipelineError("video2video needs the beauty pass")
+        pipe = RUNTIME.pipeline(loaded, "video2video")
+        frames = len(req.beauty)
+    pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)
+    set_free_noise(pipe, frames, motion_window(loaded))
+    kwargs = _common_kwargs(req, hook) | {"generator": _generator(req.seed)}
+    if req.controls:
+        kwargs |= _control_kwargs(p) | {"conditioning_frames": req.controls}
+    if p.mode == "text2video":
+        kwargs["num_frames"] = frames
+    else:
+        kwargs |= {"video": req.beauty, "strength": p.strength}
+    out = pipe(**kwargs).frames
+    return [np.asarray(f, np.float32) for f in out[0]]
+
+
+def denoise_frame(loaded: LoadedModels, req: Request, index: int, hook: StepHook) -> np.ndarray:
+    """One frame made on its own (no motion module), from the request's frame `index`."""
+    p = req.params
+    controls = [net[index][None] for net in req.controls]  # per net: one 1xHxWx3 image
+    kwargs = _common_kwargs(req, hook) | {"generator": _generator(req.seed)}
+    if controls:
+        kwargs |= _control_kwargs(p)
+    if req.beauty is not None:
+        pipe = RUNTIME.pipeline(loaded, "img2img")
+        kwargs |= {"image": req.beauty[index][None], "strength": p.strength}
+        if controls:
+            kwargs["control_image"] = controls
+    else:
+        pipe = RUNTIME.pipeline(loaded, "txt2img")
+        kwargs["image"] = controls
+    pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=False)
+    out = pipe(**kwargs).images
+    return np.asarray(out[0], np.float32)
+
+
+def model_set(
+    checkpoint: str,
+    motion_adapter: str | None,
+    controlnets: Sequence[str],
+    lora: tuple[str, float] | None,
+    device: str,
+) -> ModelSet:
+    return ModelSet(
+        checkpoint=checkpoint,
+        motion_adapter=motion_adapter,
+        controlnets=tuple(controlnets),
+        loras=(LoraSpec(*lora),) if lora else (),
+        dtype=dtype_for(device),
+        device=device,
+    )
