@@ -2,15 +2,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.backend.server import Backend
+if TYPE_CHECKING:
+    # Imported inside the fixtures: it needs httpx, and the bpy test environment may lack it.
+    from tests.backend.server import Backend
 
 
 @pytest.fixture
 def make_backend(tmp_path: Path) -> Iterator:
     """Factory for real backend processes; every one started is stopped at teardown."""
+    from tests.backend.server import Backend
+
     started: list[Backend] = []
 
     def make(name: str = "backend", **kw) -> Backend:
@@ -29,6 +34,8 @@ def make_backend(tmp_path: Path) -> Iterator:
 @pytest.fixture(scope="module")
 def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """One backend for the many tests that only need a running server."""
+    from tests.backend.server import Backend
+
     root = tmp_path_factory.mktemp("shared")
     (root / "models").mkdir()
     b = Backend(data=root / "data", models=root / "models").start()

@@ -106,7 +106,7 @@ class StylizeParams(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if self.overlap >= self.chunk_size:
+        if self.uses_motion and self.overlap >= self.chunk_size:  # per_frame ignores it
             raise ValueError(
                 f"overlap ({self.overlap}) must be smaller than chunk_size ({self.chunk_size})"
             )

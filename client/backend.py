@@ -1,0 +1,132 @@
+"""Which backend to talk to: a local one the add-on starts (or reuses), or a remote URL + token.
+
+Plain values in, a Connection out. Blocking (it may start a process and wait for it): call it from
+a worker thread, or from a background-mode operator.
+"""
+
+from __future__ import annotations
+
+import enum
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .http import BackendClient, BackendUnreachable, Connection
+from .launcher import LaunchError, LaunchSpec, ensure_backend, find_running, stop
+
+
+class BackendMode(enum.StrEnum):
+    LOCAL = "LOCAL"
+    REMOTE = "REMOTE"
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    mode: BackendMode
+    root: Path  # the extension's folder: holds the `backend` package
+    data_dir: Path
+    models_dir: Path
+    python: Path | None = None  # None: the root's .venv, if there is one
+    url: str = ""
+    token: str = ""
+    device: str = "auto"
+    timeout: float = 30.0
+    start_timeout: float = 120.0
+
+    def launch_spec(self) -> LaunchSpec:
+        python = self.python or default_python(self.root)
+        if python is None:
+            raise LaunchError(
+                "no backend Python is set: in the add-on preferences, choose the Python"
+                " interpreter of the environment where the backend's packages are installed"
+            )
+        return LaunchSpec(
+            python=python,
+            root=self.root,
+            data_dir=self.data_dir,
+            models_dir=self.models_dir,
+            device=self.device,
+        )
+
+
+def default_python(root: Path) -> Path | None:
+    """The interpreter of a virtual environment inside the extension folder, if there is one."""
+    for candidate in (root / ".venv" / "bin" / "python", root / ".venv" / "Scripts" / "python.exe"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def is_loopback(url: str) -> bool:
+    host = urllib.parse.urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def connect(config: BackendConfig, start: bool = True) -> Connection:
+    """A connection to the configured backend, starting a local one when `start` is true.
+
+    Raises LaunchError or BackendUnreachable with a sentence the user can act on.
+    """
+    if config.mode is BackendMode.REMOTE:
+        url = config.url.strip()
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise BackendUnreachable(
+                f"the backend URL {url!r} is not an http:// or https:// address; set it in the"
+                " add-on preferences"
+            )
+        if not config.token.strip():
+            raise BackendUnreachable("a remote backend needs its token: set it in the preferences")
+        return Connection(url, config.token.strip(), timeout=config.timeout)
+    if start:
+        running = ensure_backend(config.launch_spec(), timeout=config.start_timeout)
+    else:
+        running = find_running(config.data_dir)
+        if running is None:
+            raise BackendUnreachable(
+                f"no local backend is running for the data folder {config.data_dir}; start it"
+                " from the Backend panel"
+            )
+    return Connection(running.connection.url, running.connection.token, timeout=config.timeout)
+
+
+def stop_local(config: BackendConfig) -> bool:
+    """Stop the local backend on the configured data folder; False if none was running."""
+    return stop(config.data_dir)
+
+
+def check(connection: Connection) -> list[str]:
+    """Health and models of a backend, as lines a user can act on."""
+    client = BackendClient(connection)
+    health = client.health()
+    models = client.models()
+    return describe(health, models)
+
+
+def describe(health: dict[str, Any], models: dict[str, Any]) -> list[str]:
+    lines = [
+        f"Backend {health.get('version', '?')} (API {health.get('api', '?')})"
+        f" on {health.get('device', '?')}"
+    ]
+    pipelines = models.get("pipelines", {}) if isinstance(models, dict) else {}
+    for kind, info in sorted(health.get("pipelines", {}).items()):
+        if not info.get("available"):
+            lines.append(f"{kind}: unavailable — {info.get('error') or 'no reason given'}")
+            continue
+        model_info = pipelines.get(kind, {})
+        ready_modes = [m for m, v in model_info.get("modes", {}).items() if v.get("ready")]
+        if model_info.get("ready", True):
+            lines.append(f"{kind}: ready")
+        elif ready_modes:
+            lines.append(
+                f"{kind}: ready for {', '.join(ready_modes)};"
+                f" for {model_info.get('mode', 'the rest')}:"
+            )
+        else:
+            lines.append(f"{kind}: models missing:")
+        for missing in model_info.get("missing", []) if not model_info.get("ready", True) else []:
+            lines.append(f"  {missing}")
+    refused = models.get("refused", []) if isinstance(models, dict) else []
+    for item in refused:
+        lines.append(f"refused {item.get('path')}: {item.get('reason')}")
+    return lines

@@ -1,0 +1,287 @@
+"""The job runner: a daemon thread that drives one backend job and reports through a queue.
+
+Upload → start → poll → download, each finished frame written atomically into the take folder as
+soon as the backend has it. The thread never touches bpy: it posts typed messages, and Blender's
+main thread (a timer, or a background-mode operator) drains them. A runner can also re-attach to
+a job that already exists (by id) and fetch what it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .frames import frame_file
+from .http import BackendClient, BackendError, BackendUnreachable
+from .launcher import LaunchError
+from .request import Request, from_job
+
+TERMINAL_STATES = frozenset({"done", "failed", "canceled"})
+
+
+# --- messages (worker thread → main thread) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Created:
+    """The job exists on the backend (new, or found again by id)."""
+
+    take: str
+    job_id: str
+    kind: str
+    request_json: str
+
+
+@dataclass(frozen=True)
+class Progress:
+    take: str
+    job_id: str
+    state: str
+    stage: str
+    done: int
+    total: int
+    fraction: float
+    frames_fetched: int
+
+
+@dataclass(frozen=True)
+class FrameReady:
+    take: str
+    job_id: str
+    frame: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class Done:
+    take: str
+    job_id: str
+    directory: Path
+    frames: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Failed:
+    take: str
+    job_id: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Canceled:
+    take: str
+    job_id: str | None
+    frames_fetched: int
+
+
+Message = Created | Progress | FrameReady | Done | Failed | Canceled
+FINAL = (Done, Failed, Canceled)
+
+
+class _Stop(Exception):
+    """The runner was told to stop (cancel or detach) between two steps."""
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write a file so that it either exists complete or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+class JobRunner:
+    """Drives one job on a daemon thread; `messages` receives its progress and its one final
+    message (Done, Failed or Canceled).
+
+    `connect` runs on the worker thread (it may start a local backend). Give either `request` and
+    `inputs` (pass, frame) → file for a new job, or `job_id` to re-attach to an existing one.
+    """
+
+    def __init__(
+        self,
+        take: str,
+        connect: Callable[[], BackendClient],
+        output_dir: Path,
+        *,
+        request: Request | None = None,
+        inputs: Mapping[tuple[str, int], Path] | None = None,
+        job_id: str | None = None,
+        poll_interval: float = 0.25,
+        reconnect_grace: float = 20.0,
+    ) -> None:
+        if (request is None) == (job_id is None):
+            raise ValueError("give a request for a new job, or the id of an existing one")
+        self.take = take
+        self.output_dir = output_dir
+        self.request = request
+        self.inputs = dict(inputs or {})
+        self.job_id = job_id
+        self.messages: queue.Queue[Message] = queue.Queue()
+        self._connect = connect
+        self._poll_interval = poll_interval
+        self._reconnect_grace = reconnect_grace
+        self._cancel = threading.Event()
+        self._detach = threading.Event()
+        self._wake = threading.Event()
+        self._fetched: set[int] = set()
+        self._thread: threading.Thread | None = None
+
+    # --- control (any thread) ----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name=f"framesmith-{self.take}")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def cancel(self) -> None:
+        """Cancel the job on the backend too; the final message will be Canceled."""
+        self._cancel.set()
+        self._wake.set()
+
+    def detach(self) -> None:
+        """Stop this thread but leave the backend job running (it can be re-attached later)."""
+        self._detach.set()
+        self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return not self.alive
+
+    # --- the thread --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread's body (call it directly to run the job on the calling thread)."""
+        client: BackendClient | None = None
+        try:
+            client = self._connect()
+            self._post(self._run(client))
+        except _Stop:
+            if self._cancel.is_set():
+                self._post(self._cancel_on_backend(client))
+            # detached: nothing more to say; the job lives on in the backend
+        except (BackendError, BackendUnreachable, LaunchError) as exc:
+            self._post(Failed(self.take, self.job_id, _sentence(exc)))
+        except OSError as exc:
+            self._post(
+                Failed(self.take, self.job_id, f"a frame file could not be read or written: {exc}")
+            )
+        except Exception as exc:  # a bug must still end the job for the user, not hang it
+            self._post(Failed(self.take, self.job_id, f"unexpected error: {exc!r}"))
+
+    def _run(self, client: BackendClient) -> Message:
+        self._check()
+        if self.job_id is None:
+            self._create_and_upload(client)
+        else:
+            job = client.job(self.job_id)
+            request = self.request or from_job(job)
+            self._post(Created(self.take, self.job_id, request.kind.value, request.to_json()))
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        lost_since: float | None = None
+        while True:
+            self._check()
+            try:
+                job = client.job(self._id)
+                lost_since = None
+            except BackendUnreachable:
+                # A restarting backend resumes its jobs: keep trying for a while.
+                lost_since = lost_since or time.monotonic()
+                if time.monotonic() - lost_since > self._reconnect_grace:
+                    raise
+                self._wait()
+                continue
+            state = job["state"]
+            self._fetch(client, job["finished_frames"])
+            progress = job.get("progress", {})
+            self._post(
+                Progress(
+                    self.take,
+                    self._id,
+                    state,
+                    str(progress.get("stage", "")),
+                    int(progress.get("done", 0)),
+                    int(progress.get("total", 0)),
+                    float(progress.get("fraction", 0.0)),
+                    len(self._fetched),
+                )
+            )
+            if state == "done":
+                frames = tuple(job["frames"])
+                self._fetch(client, frames)  # frames finished between the poll and the fetch
+                return Done(self.take, self._id, self.output_dir, frames)
+            if state == "failed":
+                return Failed(self.take, self._id, job.get("error") or "the job failed")
+            if state == "canceled":
+                return Canceled(self.take, self._id, len(self._fetched))
+            self._wait()
+
+    def _create_and_upload(self, client: BackendClient) -> None:
+        assert self.request is not None
+        job = client.create_job(self.request.job_body(), idempotency_key=self.take)
+        self.job_id = job["id"]
+        self._post(Created(self.take, self.job_id, self.request.kind.value, self.request.to_json()))
+        for (pass_name, frame), path in sorted(self.inputs.items()):
+            self._check()
+            client.upload(self.job_id, pass_name, frame, path.read_bytes())
+        self._check()
+        client.start(self.job_id)
+
+    def _fetch(self, client: BackendClient, frames: Iterable[int]) -> None:
+        for frame in frames:
+            if frame in self._fetched:
+                continue
+            self._check()
+            path = self.output_dir / frame_file(frame)
+            atomic_write(path, client.output(self._id, frame))
+            self._fetched.add(frame)
+            self._post(FrameReady(self.take, self._id, frame, path))
+
+    def _cancel_on_backend(self, client: BackendClient | None) -> Message:
+        if client is not None and self.job_id is not None:
+            try:
+                client.cancel(self.job_id)
+            except (BackendError, BackendUnreachable) as exc:
+                return Failed(self.take, self.job_id, f"could not cancel the job: {_sentence(exc)}")
+        return Canceled(self.take, self.job_id, len(self._fetched))
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def _id(self) -> str:
+        assert self.job_id is not None
+        return self.job_id
+
+    def _check(self) -> None:
+        """Stop between two steps when told to (cancel or detach)."""
+        if self._cancel.is_set() or self._detach.is_set():
+            raise _Stop
+
+    def _wait(self) -> None:
+        self._wake.wait(self._poll_interval)
+
+    def _post(self, message: Message) -> None:
+        self.messages.put(message)
+
+
+def _sentence(exc: Exception) -> str:
+    if isinstance(exc, BackendError):
+        return exc.detail
+    return str(exc)

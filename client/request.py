@@ -1,0 +1,430 @@
+"""One frozen, JSON-serialisable request per job kind, built by one pure function.
+
+The add-on turns `scene.framesmith` into plain `Settings` and the shot into a `Shot`;
+`build_request()` makes the request from those two alone, so it is tested without Blender, stored
+on the resulting strip (`to_json`) and re-submitted from there (`from_json`).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar, TypeVar
+
+SCHEMA = 1  # bump when a stored request's meaning changes
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class RequestError(ValueError):
+    """Settings that cannot make a job; the message says what to change."""
+
+
+class JobKind(enum.StrEnum):
+    STYLIZE = "stylize"
+    INBETWEEN = "inbetween"
+
+
+class InbetweenMethod(enum.StrEnum):
+    FLOW = "flow"
+    CROSSFADE = "crossfade"
+
+
+class StylizeMode(enum.StrEnum):
+    VIDEO2VIDEO = "video2video"
+    TEXT2VIDEO = "text2video"
+    PER_FRAME = "per_frame"
+
+
+class Scheduler(enum.StrEnum):
+    """The backend's scheduler names (backend/pipelines/stylize_params.py)."""
+
+    DDIM = "ddim"
+    EULER_A = "euler_a"
+    DPMPP_2M = "dpmpp_2m"
+    LCM = "lcm"
+
+
+# Passes that can drive a ControlNet, in the order the UI lists them.
+CONTROL_PASSES = ("depth", "normal", "lineart")
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
+# The backend's optical flow needs frames at least this big (backend/vision/flow.py).
+MIN_FLOW_SIZE = 12
+MIN_SIDE, MAX_SIDE = 8, 8192
+
+
+@dataclass(frozen=True)
+class ControlNetSetting:
+    """One pass → ControlNet row of the scene settings."""
+
+    pass_name: str
+    enabled: bool = False
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    model: str = ""  # a model name from the models folder; "" lets the backend choose
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Plain values of `scene.framesmith` (no bpy types), as the one input besides the shot."""
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 0.6
+    stylize_mode: str = StylizeMode.VIDEO2VIDEO.value
+    scheduler: str = Scheduler.DDIM.value
+    controlnets: tuple[ControlNetSetting, ...] = ()
+    chunk_size: int = 16
+    overlap: int = 4
+    inbetween_method: str = InbetweenMethod.FLOW.value
+    on_twos: bool = False
+    flow_preset: str = "medium"
+
+
+@dataclass(frozen=True)
+class Shot:
+    """What Blender knows about the shot: output size, output frames, key frames (in-between)."""
+
+    width: int
+    height: int
+    frames: tuple[int, ...]
+    keyframes: tuple[int, ...] = ()
+    # Rotation taking world-space normals (Blender's Normal pass) into camera space, row-major.
+    world_to_camera: tuple[tuple[float, ...], ...] | None = None
+
+
+@dataclass(frozen=True)
+class ControlNetUnit:
+    pass_name: str
+    scale: float
+    start: float
+    end: float
+    model: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pass": self.pass_name,
+            "model": self.model or None,  # None: the backend takes an installed one
+            "scale": self.scale,
+            "start": self.start,
+            "end": self.end,
+        }
+
+
+@dataclass(frozen=True)
+class InbetweenRequest:
+    kind: ClassVar[JobKind] = JobKind.INBETWEEN
+    width: int
+    height: int
+    frames: tuple[int, ...]
+    keyframes: tuple[int, ...]
+    method: str = InbetweenMethod.FLOW.value
+    on_twos: bool = False
+    flow_preset: str = "medium"
+
+    def params(self) -> dict[str, Any]:
+        return {"method": self.method, "on_twos": self.on_twos, "flow_preset": self.flow_preset}
+
+    def inputs(self) -> dict[str, tuple[int, ...]]:
+        """Pass name → frames whose images must be uploaded before the job can start."""
+        return {"keyframe": self.keyframes}
+
+    def job_body(self) -> dict[str, Any]:
+        """The body of POST /v1/jobs."""
+        return {
+            "kind": self.kind.value,
+            "frames": list(self.frames),
+            "keyframes": list(self.keyframes),
+            "width": self.width,
+            "height": self.height,
+            "params": self.params(),
+        }
+
+    def to_json(self) -> str:
+        return _dump(self, {"keyframes": list(self.keyframes)})
+
+
+@dataclass(frozen=True)
+class StylizeRequest:
+    kind: ClassVar[JobKind] = JobKind.STYLIZE
+    width: int
+    height: int
+    frames: tuple[int, ...]
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 0.6
+    mode: str = StylizeMode.VIDEO2VIDEO.value
+    scheduler: str = Scheduler.DDIM.value
+    controlnets: tuple[ControlNetUnit, ...] = field(default_factory=tuple)
+    chunk_size: int = 16
+    overlap: int = 4
+    world_to_camera: tuple[tuple[float, ...], ...] | None = None
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "strength": self.strength,
+            "mode": self.mode,
+            "scheduler": self.scheduler,
+            "controlnets": [c.to_json() for c in self.controlnets],
+            "chunk_size": self.chunk_size,
+            "overlap": self.overlap,
+        }
+        if self.world_to_camera is not None:
+            params["world_to_camera"] = [list(row) for row in self.world_to_camera]
+        return params
+
+    @property
+    def uses_beauty(self) -> bool:
+        """Starts from the rendered frames (the backend's rule: per_frame at strength 1 does not)."""
+        return self.mode == StylizeMode.VIDEO2VIDEO or (
+            self.mode == StylizeMode.PER_FRAME and self.strength < 1.0
+        )
+
+    def inputs(self) -> dict[str, tuple[int, ...]]:
+        passes: dict[str, tuple[int, ...]] = {}
+        if self.uses_beauty:
+            passes["beauty"] = self.frames
+        for unit in self.controlnets:
+            passes[unit.pass_name] = self.frames
+        return passes
+
+    def job_body(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "frames": list(self.frames),
+            "width": self.width,
+            "height": self.height,
+            "params": self.params(),
+        }
+
+    def to_json(self) -> str:
+        return _dump(self, {})
+
+
+Request = InbetweenRequest | StylizeRequest
+
+
+def build_request(kind: JobKind | str, settings: Settings, shot: Shot) -> Request:
+    """The request for a job of `kind` from the scene's settings and the shot; pure."""
+    kind = _enum(JobKind, kind, "job kind")
+    width, height, frames = _check_shot(shot)
+    if kind is JobKind.INBETWEEN:
+        return _inbetween(settings, shot, width, height, frames)
+    return _stylize(settings, shot, width, height, frames)
+
+
+def from_json(text: str) -> Request:
+    """A request stored with `to_json()` (e.g. on a strip), checked as if it were built anew."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RequestError(f"the stored request is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError("the stored request is not a JSON object")
+    if data.get("schema") != SCHEMA:
+        raise RequestError(f"the stored request has schema {data.get('schema')!r}, not {SCHEMA}")
+    kind = _enum(JobKind, data.get("kind"), "job kind")
+    cls: type[InbetweenRequest] | type[StylizeRequest] = (
+        InbetweenRequest if kind is JobKind.INBETWEEN else StylizeRequest
+    )
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names - {"schema", "kind"})
+    if unknown:
+        raise RequestError(f"the stored request has unknown fields: {', '.join(unknown)}")
+    values = {k: v for k, v in data.items() if k in names}
+    for key in ("frames", "keyframes"):
+        if key in values:
+            values[key] = tuple(int(v) for v in values[key])
+    if cls is StylizeRequest:
+        values["world_to_camera"] = _matrix(values.get("world_to_camera"))
+        values["controlnets"] = tuple(
+            ControlNetUnit(
+                pass_name=c["pass"],
+                scale=float(c["scale"]),
+                start=float(c["start"]),
+                end=float(c["end"]),
+                model=str(c.get("model") or ""),
+            )
+            for c in values.get("controlnets", ())
+        )
+    try:
+        request = cls(**values)
+    except TypeError as exc:
+        raise RequestError(f"the stored request is incomplete: {exc}") from None
+    shot = Shot(request.width, request.height, request.frames, getattr(request, "keyframes", ()))
+    _check_shot(shot)
+    return request
+
+
+def from_job(job: Mapping[str, Any]) -> Request:
+    """The request behind a job the backend reports (GET /v1/jobs/{id}), e.g. to re-import a job
+    this Blender did not submit."""
+    kind = _enum(JobKind, job.get("kind"), "job kind")
+    params = dict(job.get("params") or {})
+    common = {
+        "width": int(job["width"]),
+        "height": int(job["height"]),
+        "frames": tuple(int(f) for f in job["frames"]),
+    }
+    if kind is JobKind.INBETWEEN:
+        known = {f.name for f in fields(InbetweenRequest)}
+        return InbetweenRequest(
+            keyframes=tuple(int(f) for f in job.get("keyframes", ())),
+            **common,
+            **{k: v for k, v in params.items() if k in known},
+        )
+    data = {"schema": SCHEMA, "kind": kind.value, **common, **params}
+    known = {f.name for f in fields(StylizeRequest)} | {"schema", "kind"}
+    data["frames"] = list(common["frames"])
+    return from_json(json.dumps({k: v for k, v in data.items() if k in known}))
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _inbetween(
+    settings: Settings, shot: Shot, width: int, height: int, frames: tuple[int, ...]
+) -> InbetweenRequest:
+    method = _enum(InbetweenMethod, settings.inbetween_method, "in-between method")
+    if settings.flow_preset not in FLOW_PRESETS:
+        raise RequestError(
+            f"unknown flow preset {settings.flow_preset!r}; use one of {', '.join(FLOW_PRESETS)}"
+        )
+    keys = tuple(shot.keyframes)
+    if list(keys) != sorted(set(keys)):
+        raise RequestError("key frames must be ascending, each frame once")
+    if len(keys) < 2:
+        found = ", ".join(map(str, keys)) or "none"
+        raise RequestError(
+            f"in-betweening needs at least two key frames in the frame range "
+            f"{frames[0]}–{frames[-1]}; found {found}"
+        )
+    if method is InbetweenMethod.FLOW and min(width, height) < MIN_FLOW_SIZE:
+        raise RequestError(
+            f"flow in-betweening needs frames of at least {MIN_FLOW_SIZE}×{MIN_FLOW_SIZE} pixels"
+            f" (got {width}×{height}); use the cross-fade method or a bigger resolution"
+        )
+    return InbetweenRequest(
+        width=width,
+        height=height,
+        frames=frames,
+        keyframes=keys,
+        method=method.value,
+        on_twos=bool(settings.on_twos),
+        flow_preset=settings.flow_preset,
+    )
+
+
+def _stylize(
+    settings: Settings, shot: Shot, width: int, height: int, frames: tuple[int, ...]
+) -> StylizeRequest:
+    mode = _enum(StylizeMode, settings.stylize_mode, "stylize mode")
+    scheduler = _enum(Scheduler, settings.scheduler, "scheduler")
+    if not settings.prompt.strip():
+        raise RequestError("write a prompt: it says what the stylized frames should look like")
+    if settings.steps < 1:
+        raise RequestError(f"steps must be at least 1 (got {settings.steps})")
+    if not 0.0 < settings.strength <= 1.0:
+        raise RequestError(f"strength must be above 0 and at most 1 (got {settings.strength})")
+    if settings.guidance < 0.0:
+        raise RequestError(f"guidance must not be negative (got {settings.guidance})")
+    if settings.chunk_size < 1 or not 0 <= settings.overlap < settings.chunk_size:
+        raise RequestError(
+            f"the chunk overlap ({settings.overlap}) must be at least 0 and below the chunk size"
+            f" ({settings.chunk_size})"
+        )
+    units = []
+    for c in settings.controlnets:
+        if not c.enabled:
+            continue
+        if c.pass_name not in CONTROL_PASSES:
+            raise RequestError(
+                f"no ControlNet can be driven by the {c.pass_name!r} pass;"
+                f" use one of {', '.join(CONTROL_PASSES)}"
+            )
+        if not 0.0 <= c.start < c.end <= 1.0:
+            raise RequestError(
+                f"the {c.pass_name} ControlNet must start before it ends, both between 0 and 1"
+                f" (got {c.start}–{c.end})"
+            )
+        units.append(ControlNetUnit(c.pass_name, float(c.weight), c.start, c.end, c.model))
+    uses_normals = any(u.pass_name == "normal" for u in units)
+    request = StylizeRequest(
+        width=width,
+        height=height,
+        frames=frames,
+        prompt=settings.prompt.strip(),
+        negative_prompt=settings.negative_prompt.strip(),
+        seed=int(settings.seed),
+        steps=int(settings.steps),
+        guidance=float(settings.guidance),
+        strength=float(settings.strength),
+        mode=mode.value,
+        scheduler=scheduler.value,
+        controlnets=tuple(units),
+        chunk_size=int(settings.chunk_size),
+        overlap=int(settings.overlap),
+        world_to_camera=_matrix(shot.world_to_camera) if uses_normals else None,
+    )
+    if not request.uses_beauty and not units:
+        raise RequestError(
+            "without the rendered frames (passes only, or per frame at strength 1) the result"
+            " follows the shot only through ControlNets: enable at least one pass"
+        )
+    return request
+
+
+def _matrix(rows: Any) -> tuple[tuple[float, ...], ...] | None:
+    if rows is None:
+        return None
+    matrix = tuple(tuple(float(v) for v in row) for row in rows)
+    if len(matrix) not in (3, 4) or any(len(row) != len(matrix) for row in matrix):
+        raise RequestError("the camera rotation must be a 3×3 or 4×4 matrix")
+    return matrix
+
+
+def _check_shot(shot: Shot) -> tuple[int, int, tuple[int, ...]]:
+    width, height = int(shot.width), int(shot.height)
+    if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
+        raise RequestError(
+            f"the output size {width}×{height} is outside {MIN_SIDE}–{MAX_SIDE} pixels a side;"
+            " check the render resolution and its percentage"
+        )
+    frames = tuple(int(f) for f in shot.frames)
+    if not frames:
+        raise RequestError("the frame range is empty")
+    if list(frames) != sorted(set(frames)):
+        raise RequestError("output frames must be ascending, each frame once")
+    return width, height, frames
+
+
+def _enum(cls: type[E], value: Any, what: str) -> E:
+    try:
+        return cls(value)
+    except ValueError:
+        known = ", ".join(m.value for m in cls)
+        raise RequestError(f"unknown {what} {value!r}; use one of {known}") from None
+
+
+def _dump(request: Request, overrides: Mapping[str, Any]) -> str:
+    data: dict[str, Any] = {"schema": SCHEMA, "kind": request.kind.value, **asdict(request)}
+    data["frames"] = list(request.frames)
+    if isinstance(request, StylizeRequest):
+        data["controlnets"] = [c.to_json() for c in request.controlnets]
+        data["world_to_camera"] = request.params().get("world_to_camera")
+    data.update(overrides)
+    return json.dumps(data, sort_keys=True)

@@ -1,0 +1,40 @@
+"""framesmith.backend_check: version, device and, per pipeline, which models are missing."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import bpy
+from bpy.props import EnumProperty
+
+from ..client.backend import check, connect
+from . import common, runtime
+
+
+class FRAMESMITH_OT_backend_check(bpy.types.Operator):
+    """Ask the backend for its version, device and missing models (does not start it)"""
+
+    bl_idname = "framesmith.backend_check"
+    bl_label = "Check Backend"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}
+
+    wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            config = common.backend(context)
+        except common.UserError as exc:
+            self.report({"ERROR"}, f"Framesmith: {exc}")
+            return {"CANCELLED"}
+        ok, lines = runtime.backend_call(
+            "Checking the backend",
+            lambda: check(connect(config, start=False)),
+            runtime.should_wait(self.wait),
+        )
+        self.report({"INFO"} if ok else {"ERROR"}, "Framesmith: " + "; ".join(lines))
+        return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+classes = (FRAMESMITH_OT_backend_check,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

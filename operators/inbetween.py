@@ -1,0 +1,175 @@
+"""framesmith.inbetween: key images at key frames → every frame of the range, as a strip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import bpy
+from bpy.props import EnumProperty
+
+from .. import compat
+from ..client.backend import connect
+from ..client.frames import (
+    FrameError,
+    FrameRange,
+    ImageStripInfo,
+    describe_keys,
+    key_frames,
+    resolve_range,
+    strip_keys,
+    take_folder,
+)
+from ..client.http import BackendClient, BackendError, BackendUnreachable
+from ..client.jobs import JobRunner
+from ..client.launcher import LaunchError
+from ..client.request import RequestError, Shot, build_request
+from ..properties import to_settings
+from . import common, render, runtime
+
+KEY_FORMATS = (".png", ".exr")
+
+
+class FRAMESMITH_OT_inbetween(bpy.types.Operator):
+    """Fill every frame between the keys: keys rendered at the active object's keyframes or at
+    markers, or taken from the selected image strips; the result lands as a strip above"""
+
+    bl_idname = "framesmith.inbetween"
+    bl_label = "In-between"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}
+
+    wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        props = scene.framesmith
+        blocking = runtime.should_wait(self.wait)
+        source = props.inbetween_source
+        try:
+            config = common.backend(context)
+            frame_range = resolve_range(
+                props.use_scene_range,
+                (scene.frame_start, scene.frame_end),
+                (props.frame_start, props.frame_end),
+            )
+            key_files: dict[int, Path] = {}
+            if source == "SELECTED_STRIPS":
+                key_files = selected_strip_keys(scene, frame_range)
+                keys = tuple(key_files)
+                width, height = key_image_size(key_files)
+            else:
+                positions, what = key_positions(context, source)
+                keys = key_frames(positions, frame_range)
+                if len(keys) < 2:
+                    raise common.UserError(describe_keys(positions, frame_range, what))
+                width, height = render.output_size(scene)
+            request = build_request(
+                "inbetween", to_settings(props), Shot(width, height, frame_range.frames, keys)
+            )
+            root, warning = common.output_root(props.output_dir)
+            client = None
+            if blocking:  # find a dead backend before spending time on renders
+                client = BackendClient(connect(config))
+                client.health()
+        except (
+            common.UserError,
+            RequestError,
+            FrameError,
+            LaunchError,
+            BackendUnreachable,
+            BackendError,
+        ) as exc:
+            self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
+            return {"CANCELLED"}
+
+        take = common.new_take()
+        folder = take_folder(root, "inbetween", take)
+        entry = runtime.add_job(
+            scene, take, "INBETWEEN", folder, frame_range.start, frame_range.end, request.to_json()
+        )
+        if not key_files:
+            try:
+                key_files = render.render_stills(scene, keys, folder / "keys")
+            except (RuntimeError, OSError) as exc:
+                entry.state, entry.message = "FAILED", f"rendering the keys failed: {exc}"
+                self.report({"ERROR"}, f"Framesmith: {entry.message}")
+                return {"CANCELLED"}
+        entry.state = "SUBMITTING"
+        runner = JobRunner(
+            take,
+            (lambda: client) if client is not None else common.connector(config),
+            folder,
+            request=request,
+            inputs={("keyframe", frame): path for frame, path in key_files.items()},
+        )
+        return common.run(self, scene, runner, blocking, warning)
+
+
+def key_positions(context: bpy.types.Context, source: str) -> tuple[list[float], str]:
+    """Key positions (frames, maybe fractional) and what they came from, in words."""
+    scene = context.scene
+    if source == "MARKERS":
+        return [float(m.frame) for m in scene.timeline_markers], "the timeline"
+    obj = context.active_object
+    if obj is None:
+        raise common.UserError("select the animated object whose keyframes set the keys")
+    return compat.keyframe_positions(obj), f"'{obj.name}'"
+
+
+def selected_strip_keys(scene: bpy.types.Scene, frame_range: FrameRange) -> dict[int, Path]:
+    editor = compat.sequence_editor(scene, create=False)
+    infos = [
+        ImageStripInfo(
+            name=s.name,
+            channel=s.channel,
+            frame_start=int(s.frame_start),
+            frame_final_start=s.frame_final_start,
+            frame_final_end=s.frame_final_end,
+            directory=bpy.path.abspath(s.directory),
+            files=tuple(e.filename for e in s.elements),
+        )
+        for s in compat.all_strips(editor)
+        if s.select and s.type == "IMAGE"
+    ]
+    if not infos:
+        raise common.UserError("select the image strips that hold the key drawings")
+    keys = strip_keys(infos, frame_range)
+    if len(keys) < 2:
+        raise common.UserError(
+            f"the selected strips give {len(keys)} key frame(s) in the frame range"
+            f" {frame_range.start}–{frame_range.end}; in-betweening needs at least two"
+        )
+    for frame, path in keys.items():
+        if path.suffix.lower() not in KEY_FORMATS:
+            raise common.UserError(
+                f"the key at frame {frame} ({path.name}) is not a PNG or EXR file;"
+                " save the keys as PNG"
+            )
+        if not path.is_file():
+            raise common.UserError(f"the key image for frame {frame} is missing: {path}")
+    return keys
+
+
+def key_image_size(key_files: dict[int, Path]) -> tuple[int, int]:
+    """The keys' common pixel size (they must all match)."""
+    sizes: dict[tuple[int, int], int] = {}
+    for frame, path in key_files.items():
+        image = bpy.data.images.load(str(path), check_existing=False)
+        try:
+            size = (int(image.size[0]), int(image.size[1]))
+        finally:
+            bpy.data.images.remove(image)
+        sizes.setdefault(size, frame)
+    if len(sizes) > 1:
+        listed = ", ".join(f"{w}×{h} (frame {f})" for (w, h), f in sizes.items())
+        raise common.UserError(f"the key images differ in size: {listed}; make them match")
+    return next(iter(sizes))
+
+
+classes = (FRAMESMITH_OT_inbetween,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

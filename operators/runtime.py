@@ -1,0 +1,267 @@
+"""What runs right now (not saved): watched job runners, backend calls, the backend's status, and
+the timer that applies worker-thread messages to the scene on Blender's main thread.
+
+Interactive runs start a runner and return; `tick()` (a bpy.app.timers function) drains the
+queues. Background runs (`blender -b`, scripts) call `run_blocking()`, which drains the same
+messages with the same `apply()` until the job ends.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+
+from .. import properties
+from ..client.frames import FrameError
+from ..client.jobs import FINAL, Canceled, Created, Done, Failed, FrameReady, JobRunner, Message
+from ..client.jobs import Progress as JobProgress
+from . import strips
+
+TICK = 0.2  # seconds between two drains of the queues while something runs
+
+
+@dataclass
+class Watched:
+    runner: JobRunner
+    scene_name: str
+
+
+@dataclass
+class BackendStatus:
+    busy: bool = False
+    ok: bool | None = None  # None: not checked yet
+    lines: list[str] = field(default_factory=lambda: ["Not checked yet"])
+
+
+@dataclass
+class _Call:
+    title: str
+    results: queue.Queue[tuple[bool, list[str]]]
+
+
+_watched: dict[str, Watched] = {}
+_calls: list[_Call] = []
+_status = BackendStatus()
+
+
+def backend_status() -> BackendStatus:
+    return _status
+
+
+def runner(take: str) -> JobRunner | None:
+    watched = _watched.get(take)
+    return watched.runner if watched else None
+
+
+def watching(take: str) -> bool:
+    return take in _watched
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def watch(job_runner: JobRunner, scene: bpy.types.Scene) -> None:
+    """Start the runner on its thread; the timer applies what it says to `scene`."""
+    _watched[job_runner.take] = Watched(job_runner, scene.name)
+    job_runner.start()
+    _ensure_timer()
+
+
+def run_blocking(job_runner: JobRunner, scene: bpy.types.Scene) -> Message:
+    """Run a job to its end on the calling (main) thread's watch; Ctrl+C cancels it."""
+    job_runner.start()
+    while True:
+        try:
+            message = job_runner.messages.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        except KeyboardInterrupt:
+            job_runner.cancel()
+            continue
+        apply(scene, message)
+        if isinstance(message, FINAL):
+            job_runner.join()
+            return message
+
+
+def tick() -> float | None:
+    """The timer: apply every queued message; stop when nothing runs any more."""
+    for take, watched in list(_watched.items()):
+        scene = bpy.data.scenes.get(watched.scene_name)
+        while True:
+            try:
+                message = watched.runner.messages.get_nowait()
+            except queue.Empty:
+                break
+            if scene is not None:
+                apply(scene, message)
+            if isinstance(message, FINAL):
+                _watched.pop(take, None)
+                break
+    for call in list(_calls):
+        try:
+            ok, lines = call.results.get_nowait()
+        except queue.Empty:
+            continue
+        _calls.remove(call)
+        _set_status(ok, lines)
+    _redraw()
+    return TICK if (_watched or _calls) else None
+
+
+def apply(scene: bpy.types.Scene, message: Message) -> None:
+    """One worker message → the scene's job entry (and, when done, the strip)."""
+    entry = properties.find_job(scene.framesmith, message.take)
+    if entry is None:
+        return
+    if isinstance(message, Created):
+        entry.job_id = message.job_id
+        entry.kind = message.kind.upper()
+        entry.request = entry.request or message.request_json
+        entry.state = "AWAITING_INPUTS"
+    elif isinstance(message, JobProgress):
+        # "done" waits for the Done message: the strip is not imported yet
+        entry.state = "RUNNING" if message.state == "done" else message.state.upper()
+        entry.stage = message.stage
+        entry.progress = message.fraction
+        entry.frames_fetched = message.frames_fetched
+    elif isinstance(message, FrameReady):
+        entry.frames_fetched += 1
+        entry.state = "RUNNING"  # a finished frame: running, whatever the last poll said
+    elif isinstance(message, Done):
+        try:
+            strip = strips.import_take(scene, entry, message.directory, message.frames)
+        except (FrameError, RuntimeError, OSError) as exc:
+            entry.state = "FAILED"
+            entry.message = f"the frames are in {message.directory} but were not imported: {exc}"
+            return
+        entry.state = "DONE"
+        entry.progress = 1.0
+        entry.strip = strip.name
+        entry.channel = strip.channel
+        entry.message = f"{len(message.frames)} frames on channel {strip.channel}"
+    elif isinstance(message, Failed):
+        entry.state = "FAILED"
+        entry.message = message.message
+    elif isinstance(message, Canceled):
+        entry.state = "CANCELED"
+        entry.message = f"canceled; {message.frames_fetched} finished frames kept in the folder"
+
+
+def add_job(
+    scene: bpy.types.Scene,
+    take: str,
+    kind: str,
+    folder: Path,
+    frame_start: int,
+    frame_end: int,
+    request_json: str = "",
+) -> properties.FRAMESMITH_PG_job:
+    props = scene.framesmith
+    entry = props.jobs.add()
+    entry.take = take
+    entry.kind = kind
+    entry.folder = str(folder)
+    entry.frame_start, entry.frame_end = frame_start, frame_end
+    entry.request = request_json
+    entry.state = "PREPARING"
+    props.active_job = len(props.jobs) - 1
+    return entry
+
+
+def detach_all() -> None:
+    """Stop watching every job (they keep running on the backend; re-import fetches them)."""
+    for take, watched in list(_watched.items()):
+        watched.runner.detach()
+        scene = bpy.data.scenes.get(watched.scene_name)
+        entry = properties.find_job(scene.framesmith, take) if scene else None
+        if entry is not None and entry.state not in properties.FINAL_STATES:
+            entry.state = "DETACHED"
+        _watched.pop(take, None)
+
+
+# --- backend calls ---------------------------------------------------------------------------
+
+
+def backend_call(title: str, fn: Callable[[], list[str]], blocking: bool) -> tuple[bool, list[str]]:
+    """Run a backend call (start, stop, check) and show its result as the backend status.
+
+    Blocking: now, returning (ok, lines). Otherwise on a thread, returning (True, [title]) at
+    once; the timer shows the result when it comes.
+    """
+    _status.busy = True
+    _status.lines = [f"{title}..."]
+    if blocking:
+        ok, lines = _call(fn)
+        _set_status(ok, lines)
+        return ok, lines
+    call = _Call(title, queue.Queue())
+    _calls.append(call)
+    thread = threading.Thread(
+        target=lambda: call.results.put(_call(fn)), name="framesmith-backend", daemon=True
+    )
+    thread.start()
+    _ensure_timer()
+    return True, [f"{title}..."]
+
+
+def _call(fn: Callable[[], list[str]]) -> tuple[bool, list[str]]:
+    from ..client.http import BackendError, BackendUnreachable
+    from ..client.launcher import LaunchError
+
+    try:
+        return True, fn()
+    except BackendError as exc:
+        return False, [exc.detail]
+    except (BackendUnreachable, LaunchError, OSError) as exc:
+        return False, [str(exc)]
+
+
+def _set_status(ok: bool, lines: list[str]) -> None:
+    _status.busy = False
+    _status.ok = ok
+    _status.lines = lines or ["(no answer)"]
+
+
+# --- plumbing --------------------------------------------------------------------------------
+
+
+def should_wait(wait: str) -> bool:
+    """The operators' `wait` option: AUTO waits only in background mode."""
+    return wait == "WAIT" or (wait == "AUTO" and bpy.app.background)
+
+
+def _ensure_timer() -> None:
+    if not bpy.app.timers.is_registered(tick):
+        bpy.app.timers.register(tick, first_interval=TICK, persistent=True)
+
+
+def _redraw() -> None:
+    wm = bpy.context.window_manager
+    for window in getattr(wm, "windows", ()):
+        for area in window.screen.areas:
+            if area.type in {"VIEW_3D", "SEQUENCE_EDITOR", "PREFERENCES"}:
+                area.tag_redraw()
+
+
+@bpy.app.handlers.persistent
+def _on_load_pre(*_args: object) -> None:
+    detach_all()
+
+
+def register() -> None:
+    bpy.app.handlers.load_pre.append(_on_load_pre)
+
+
+def unregister() -> None:
+    if _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
+    if bpy.app.timers.is_registered(tick):
+        bpy.app.timers.unregister(tick)
+    detach_all()
+    _calls.clear()

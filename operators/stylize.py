@@ -1,0 +1,98 @@
+"""framesmith.stylize: render the shot's passes, restyle them on the backend, import a strip."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import bpy
+from bpy.props import EnumProperty
+
+from ..client.backend import connect
+from ..client.frames import FrameError, resolve_range, take_folder
+from ..client.http import BackendClient, BackendError, BackendUnreachable
+from ..client.jobs import JobRunner
+from ..client.launcher import LaunchError
+from ..client.request import RequestError, Shot, build_request
+from ..properties import to_settings
+from . import common, render, runtime
+
+
+class FRAMESMITH_OT_stylize(bpy.types.Operator):
+    """Render the frame range (beauty and the passes that drive ControlNets), stylize it with
+    the prompt on the backend and put the result on a strip above, frame for frame"""
+
+    bl_idname = "framesmith.stylize"
+    bl_label = "Stylize"
+    bl_options: ClassVar[set[str]] = {"REGISTER"}
+
+    wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return context.scene is not None and context.scene.camera is not None
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        props = scene.framesmith
+        blocking = runtime.should_wait(self.wait)
+        try:
+            config = common.backend(context)
+            frame_range = resolve_range(
+                props.use_scene_range,
+                (scene.frame_start, scene.frame_end),
+                (props.frame_start, props.frame_end),
+            )
+            width, height = render.output_size(scene)
+            shot = Shot(width, height, frame_range.frames, world_to_camera=camera_rotation(scene))
+            request = build_request("stylize", to_settings(props), shot)
+            root, warning = common.output_root(props.output_dir)
+            client = None
+            if blocking:  # find a dead backend before spending time on renders
+                client = BackendClient(connect(config))
+                client.health()
+        except (
+            common.UserError,
+            RequestError,
+            FrameError,
+            LaunchError,
+            BackendUnreachable,
+            BackendError,
+        ) as exc:
+            self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
+            return {"CANCELLED"}
+
+        take = common.new_take()
+        folder = take_folder(root, "stylize", take)
+        entry = runtime.add_job(
+            scene, take, "STYLIZE", folder, frame_range.start, frame_range.end, request.to_json()
+        )
+        passes = list(request.inputs())
+        try:
+            inputs = render.render_passes(scene, request.frames, passes, folder / "passes")
+        except (RuntimeError, OSError) as exc:
+            entry.state, entry.message = "FAILED", f"rendering the passes failed: {exc}"
+            self.report({"ERROR"}, f"Framesmith: {entry.message}")
+            return {"CANCELLED"}
+        entry.state = "SUBMITTING"
+        runner = JobRunner(
+            take,
+            (lambda: client) if client is not None else common.connector(config),
+            folder,
+            request=request,
+            inputs=inputs,
+        )
+        return common.run(self, scene, runner, blocking, warning)
+
+
+def camera_rotation(scene: bpy.types.Scene) -> tuple[tuple[float, ...], ...] | None:
+    """World → camera rotation of the scene camera at the current frame (Blender's Normal pass
+    is in world space; the ControlNet wants camera space)."""
+    if scene.camera is None:
+        return None
+    rotation = scene.camera.matrix_world.to_3x3().normalized().inverted()
+    return tuple(tuple(float(v) for v in row) for row in rotation)
+
+
+classes = (FRAMESMITH_OT_stylize,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

@@ -1,0 +1,111 @@
+"""What the panels show, shared by the 3D View and the Sequencer sidebars. Draw only: reads
+properties and the runtime state, never the network."""
+
+from __future__ import annotations
+
+import bpy
+
+from .. import preferences
+from ..operators import runtime
+from ..properties import FINAL_STATES
+
+STATE_ICONS = {
+    "DONE": "CHECKMARK",
+    "FAILED": "ERROR",
+    "CANCELED": "CANCEL",
+    "RUNNING": "RENDER_ANIMATION",
+    "QUEUED": "SORTTIME",
+    "DETACHED": "UNLINKED",
+}
+
+
+def frame_range(layout: bpy.types.UILayout, props) -> None:
+    col = layout.column(align=True)
+    col.prop(props, "use_scene_range")
+    if not props.use_scene_range:
+        row = col.row(align=True)
+        row.prop(props, "frame_start")
+        row.prop(props, "frame_end")
+    layout.prop(props, "output_dir")
+
+
+def stylize(layout: bpy.types.UILayout, props) -> None:
+    layout.prop(props, "prompt", text="")
+    layout.prop(props, "negative_prompt", text="", icon="REMOVE")
+    col = layout.column(align=True)
+    col.prop(props, "stylize_mode")
+    col.prop(props, "strength")
+    col.prop(props, "steps")
+    col.prop(props, "guidance")
+    col.prop(props, "seed")
+    col.prop(props, "scheduler")
+    box = layout.box()
+    box.label(text="ControlNets")
+    for attr, label in (
+        ("controlnet_depth", "Depth"),
+        ("controlnet_normal", "Normal"),
+        ("controlnet_lineart", "Line Art"),
+    ):
+        unit = getattr(props, attr)
+        row = box.row(align=True)
+        row.prop(unit, "enabled", text=label)
+        sub = row.row(align=True)
+        sub.active = unit.enabled
+        sub.prop(unit, "weight", text="")
+    frame_range(layout, props)
+    if hasattr(bpy.types, "FRAMESMITH_OT_stylize"):
+        layout.operator("framesmith.stylize", icon="BRUSH_DATA")
+    else:
+        layout.label(text="Stylize is not available in this version yet", icon="INFO")
+
+
+def inbetween(layout: bpy.types.UILayout, props) -> None:
+    layout.prop(props, "inbetween_source")
+    layout.prop(props, "inbetween_method")
+    row = layout.row()
+    row.prop(props, "on_twos")
+    if props.inbetween_method == "FLOW":
+        row.prop(props, "flow_preset", text="")
+    frame_range(layout, props)
+    layout.operator("framesmith.inbetween", icon="IPO_EASE_IN_OUT")
+
+
+def jobs(layout: bpy.types.UILayout, props) -> None:
+    layout.template_list("FRAMESMITH_UL_jobs", "", props, "jobs", props, "active_job", rows=3)
+    if not 0 <= props.active_job < len(props.jobs):
+        return
+    job = props.jobs[props.active_job]
+    col = layout.column(align=True)
+    if job.state not in FINAL_STATES and job.state != "DETACHED":
+        col.progress(factor=job.progress, text=f"{job.state.title()} {job.stage}".strip())
+    if job.message:
+        col.label(text=job.message, icon=STATE_ICONS.get(job.state, "INFO"))
+    if job.job_id:
+        col.label(text=f"Job {job.job_id}")
+    row = layout.row(align=True)
+    live = job.state not in FINAL_STATES
+    sub = row.row(align=True)
+    sub.enabled = live
+    sub.operator("framesmith.cancel", icon="CANCEL").job = job.take
+    sub = row.row(align=True)
+    sub.enabled = bool(job.job_id) and not runtime.watching(job.take)
+    sub.operator("framesmith.reimport", icon="IMPORT").job = job.take
+    row.operator("framesmith.open_folder", text="", icon="FILE_FOLDER").job = job.take
+
+
+def backend(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
+    prefs = preferences.get(context)
+    status = runtime.backend_status()
+    layout.label(
+        text="Local backend" if prefs.backend_mode == "LOCAL" else f"Remote: {prefs.url}",
+        icon="CONSOLE" if prefs.backend_mode == "LOCAL" else "WORLD",
+    )
+    box = layout.box()
+    icon = "TIME" if status.busy else {True: "CHECKMARK", False: "ERROR"}.get(status.ok, "QUESTION")
+    for i, line in enumerate(status.lines):
+        box.label(text=line, icon=icon if i == 0 else "BLANK1")
+    row = layout.row(align=True)
+    row.operator("framesmith.backend_check", text="Check", icon="CHECKMARK")
+    if prefs.backend_mode == "LOCAL":
+        row.operator("framesmith.backend_start", text="Start", icon="PLAY")
+        row.operator("framesmith.backend_stop", text="Stop", icon="SNAP_FACE")

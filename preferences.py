@@ -1,0 +1,136 @@
+"""Add-on preferences: which backend to use (a local one the add-on starts, or a URL + token),
+where models and the backend's data live."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bpy
+from bpy.props import EnumProperty, StringProperty
+
+from .client.backend import BackendConfig, BackendMode, default_python, is_loopback
+
+ROOT = Path(__file__).resolve().parent  # the extension's folder; holds the `backend` package
+
+
+class FramesmithPreferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_mode: EnumProperty(
+        name="Backend",
+        items=(
+            ("LOCAL", "Local", "Start a backend on this computer with the Python chosen below"),
+            ("REMOTE", "Remote", "Connect to a running backend by URL and token"),
+        ),
+        default="LOCAL",
+    )
+    python_path: StringProperty(
+        name="Backend Python",
+        description="Python interpreter of the environment with the backend's packages"
+        " (torch, diffusers, ...). Empty: the .venv inside the extension folder, if any",
+        subtype="FILE_PATH",
+    )
+    device: EnumProperty(
+        name="Device",
+        items=(
+            ("auto", "Auto", "The first GPU if there is one, else the CPU"),
+            ("cuda", "GPU", "The first CUDA GPU"),
+            ("cpu", "CPU", "The CPU (slow, for small tests)"),
+        ),
+        default="auto",
+    )
+    url: StringProperty(name="URL", default="http://127.0.0.1:8765")
+    token: StringProperty(name="Token", subtype="PASSWORD")
+    models_dir: StringProperty(
+        name="Models Folder",
+        description="Your model weights (diffusers folders or .safetensors files)."
+        " Empty: a folder in Blender's extension data",
+        subtype="DIR_PATH",
+    )
+    data_dir: StringProperty(
+        name="Data Folder",
+        description="Where the local backend keeps its jobs and logs."
+        " Empty: a folder in Blender's extension data",
+        subtype="DIR_PATH",
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        from .operators import runtime  # runtime state only: no network in draw()
+
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "backend_mode", expand=True)
+        if self.backend_mode == "LOCAL":
+            layout.prop(self, "python_path")
+            python = self.python_path or default_python(ROOT)
+            if not python:
+                layout.label(text="Choose the backend environment's Python", icon="ERROR")
+            layout.prop(self, "device")
+            layout.prop(self, "models_dir", placeholder=str(models_dir(self)))
+            layout.prop(self, "data_dir", placeholder=str(data_dir(self)))
+        else:
+            layout.prop(self, "url")
+            layout.prop(self, "token")
+            if not is_loopback(self.url) and not bpy.app.online_access:
+                layout.label(
+                    text="Allow Online Access (Preferences > System) to reach this URL",
+                    icon="ERROR",
+                )
+        row = layout.row(align=True)
+        row.operator("framesmith.backend_check", icon="CHECKMARK")
+        if self.backend_mode == "LOCAL":
+            row.operator("framesmith.backend_start", icon="PLAY")
+            row.operator("framesmith.backend_stop", icon="SNAP_FACE")
+        box = layout.box()
+        for line in runtime.backend_status().lines:
+            box.label(text=line)
+
+
+def get(context: bpy.types.Context | None = None) -> FramesmithPreferences:
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+def _user_dir(name: str) -> Path:
+    return Path(bpy.utils.extension_path_user(__package__, path=name, create=True))
+
+
+def data_dir(prefs: FramesmithPreferences) -> Path:
+    if prefs.data_dir:
+        return Path(bpy.path.abspath(prefs.data_dir))
+    return _user_dir("backend")
+
+
+def models_dir(prefs: FramesmithPreferences) -> Path:
+    if prefs.models_dir:
+        return Path(bpy.path.abspath(prefs.models_dir))
+    return _user_dir("models")
+
+
+def backend_config(prefs: FramesmithPreferences) -> BackendConfig:
+    python = Path(bpy.path.abspath(prefs.python_path)) if prefs.python_path else None
+    return BackendConfig(
+        mode=BackendMode(prefs.backend_mode),
+        root=ROOT,
+        data_dir=data_dir(prefs),
+        models_dir=models_dir(prefs),
+        python=python,
+        url=prefs.url,
+        token=prefs.token,
+        device=prefs.device,
+    )
+
+
+def network_refusal(prefs: FramesmithPreferences) -> str | None:
+    """Why Blender's settings forbid reaching the backend, or None."""
+    if prefs.backend_mode == "REMOTE" and not is_loopback(prefs.url) and not bpy.app.online_access:
+        return (
+            f"Blender's online access is off, so the backend at {prefs.url} cannot be"
+            " reached; allow it in Preferences > System > Network"
+        )
+    return None
+
+
+classes = (FramesmithPreferences,)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

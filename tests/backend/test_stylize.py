@@ -1,0 +1,340 @@
+"""Stylize: chunk planning and seams, params, and whole jobs through the real service with the
+tiny models (video2video, text2video, per_frame; seeds; cancel; missing models; single file)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from backend.pipelines.base import InputError, JobSpec, Pass
+from backend.pipelines.stylize import StylizePipeline
+from backend.pipelines.stylize_params import StylizeParams, parse_params
+from backend.pipelines.stylize_plan import blend_seam, chunk_seed, plan_chunks, seam_weights
+from backend.vision.imageio import decode
+from tests.backend.images import exr_bytes, png_bytes, png_pixels
+from tests.backend.server import Backend, wait_for, wait_until
+
+W = H = 64
+SHOT = 40  # longer than the tiny motion module's 16-frame window: three chunks
+NETS = [
+    {"pass": "depth"},
+    {"pass": "normal", "scale": 0.8},
+    {"pass": "lineart", "scale": 0.9, "end": 0.8},
+]
+BASE = {"prompt": "a watercolour ball", "steps": 2, "seed": 7, "strength": 0.8, "controlnets": NETS}
+
+
+# --- a synthetic shot: a ball rolling across a textured wall ----------------------------------
+
+
+def shot_frame(t: int) -> dict[Pass, bytes]:
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    cx, cy, r = 18.0 + 0.7 * t, 32.0, 12.0
+    d2 = (xx - cx) ** 2 + (yy - cy) ** 2
+    inside = d2 < r * r
+    bulge = np.sqrt(np.clip(r * r - d2, 0.0, None)) / r
+    depth = np.where(inside, 4.0 - bulge, 1e10).astype(np.float32)
+    normal = [np.where(inside, v, 0.0) for v in ((xx - cx) / r, (cy - yy) / r, bulge)]
+    line = (np.abs(np.sqrt(d2) - r) < 1.0).astype(np.uint8) * 255
+    wall = 0.5 + 0.25 * np.sin(xx / 4.0) * np.cos(yy / 6.0)
+    beauty = np.stack([np.where(inside, 0.9 * bulge, wall), wall, np.where(inside, 0.2, wall)], 2)
+    return {
+        Pass.BEAUTY: png_bytes(np.clip(beauty * 255, 0, 255).astype(np.uint8)),
+        Pass.DEPTH: exr_bytes({"V": depth}),
+        Pass.NORMAL: exr_bytes(dict(zip("XYZ", normal, strict=True))),
+        Pass.LINEART: png_bytes(np.repeat(line[:, :, None], 3, axis=2)),
+    }
+
+
+@pytest.fixture(scope="module")
+def shot() -> dict[int, dict[Pass, bytes]]:
+    return {t: shot_frame(t) for t in range(SHOT)}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path) -> Iterator[Backend]:
+    root = tmp_path_factory.mktemp("stylize")
+    b = Backend(data=root / "data", models=tiny_models).start()
+    yield b
+    b.stop()
+
+
+def create(c: httpx.Client, params: dict, frames: range = range(SHOT)) -> dict:
+    body = {"kind": "stylize", "frames": list(frames), "width": W, "height": H, "params": params}
+    r = c.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def upload(c: httpx.Client, job: dict, shot: dict[int, dict[Pass, bytes]]) -> None:
+    for p, frames in job["missing_inputs"].items():
+        for f in frames:
+            r = c.put(f"/v1/jobs/{job['id']}/inputs/{p}/{f}", content=shot[f][Pass(p)])
+            assert r.status_code == 200, r.text
+
+
+def run_job(c: httpx.Client, params: dict, shot, frames: range = range(SHOT)) -> dict:
+    job = create(c, params, frames)
+    upload(c, job, shot)
+    r = c.post(f"/v1/jobs/{job['id']}/start")
+    assert r.status_code == 202, r.text
+    done = wait_for(c, job["id"], {"done", "failed", "canceled"})
+    assert done["state"] == "done", done
+    return done
+
+
+def outputs(c: httpx.Client, job: dict) -> dict[int, bytes]:
+    out = {}
+    for f in job["frames"]:
+        r = c.get(f"/v1/jobs/{job['id']}/outputs/{f}")
+        assert r.status_code == 200
+        out[f] = r.content
+    return out
+
+
+# --- planning, seeds, seams (no models) --------------------------------------------------------
+
+
+def test_plan_owns_every_frame_once_and_overlaps_the_previous_chunk() -> None:
+    frames = tuple(range(100, 141))  # 41 frames: a one-frame tail
+    chunks = plan_chunks(frames, 16, 4)
+    assert [c.frames[0] for c in chunks] == [100, 116, 128, 140]
+    assert sum((c.frames for c in chunks), ()) == frames
+    for prev, chunk in itertools.pairwise(chunks):
+        assert chunk.context[-1] == chunk.frames[-1] and len(chunk.context) == 16
+        shared = set(chunk.context) - set(chunk.frames)
+        assert len(shared) >= 4 and shared <= set(prev.context)
+    assert chunks == plan_chunks(frames, 16, 4)  # resume finds the same cut
+    assert [c.context for c in plan_chunks((1, 3, 5), 16, 4)] == [(1, 3, 5)]
+
+
+def test_chunk_seeds_are_fixed_and_distinct() -> None:
+    assert chunk_seed(7, 1) == chunk_seed(7, 1)
+    assert len({chunk_seed(s, i) for s in range(5) for i in range(5)}) == 25
+    assert all(0 <= chunk_seed(2**63 - 1, i) < 2**63 for i in range(3))
+
+
+def test_seam_blend_continues_the_finished_frames_then_fades_out() -> None:
+    rng = np.random.default_rng(0)
+    new = {f: np.full((4, 4, 3), 0.2 + 0.01 * f, np.float32) for f in range(10, 20)}
+    old = (rng.uniform(0.6, 0.8, (4, 4, 3)) * 255).astype(np.uint8)
+    owned = tuple(range(14, 20))
+    out = blend_seam(new, {13: old}, owned, overlap=4)
+    residual = old / 255.0 - new[13]
+    seam = np.abs(out[14] - old / 255.0).max()
+    assert seam < 0.25 * np.abs(new[14] - old / 255.0).max()  # no jump at the seam
+    np.testing.assert_allclose(out[14], new[14] + 0.8 * residual, atol=1e-6)
+    for f in (18, 19):
+        np.testing.assert_array_equal(out[f], new[f])  # the chunk's own look after the fade
+    assert blend_seam(new, {}, owned, overlap=4) == {f: new[f] for f in owned}
+    np.testing.assert_allclose(seam_weights(3, 2), [2 / 3, 1 / 3, 0.0], atol=1e-6)
+
+
+# --- params and the job check (no models) ------------------------------------------------------
+
+
+def spec(params: dict, width: int = W, height: int = H, frames=range(4)) -> JobSpec:
+    clean = StylizeParams.model_validate(params).model_dump(mode="json")
+    return JobSpec("x" * 32, "stylize", width, height, tuple(frames), (), clean)
+
+
+def test_params_round_trip_with_the_pass_field_named_pass() -> None:
+    dumped = StylizeParams.model_validate({"controlnets": NETS}).model_dump(mode="json")
+    assert [n["pass"] for n in dumped["controlnets"]] == ["depth", "normal", "lineart"]
+    assert parse_params(dumped).controlnets[2].end == 0.8
+    assert dumped["steps"] == 20 and dumped["guidance"] == 7.5 and dumped["chunk_size"] == 16
+    for bad, word in (
+        ({"mode": "img2vid"}, "mode"),
+        ({"scheduler": "pndm"}, "scheduler"),
+        ({"controlnets": [{"pass": "beauty"}]}, "controlnets.0.pass"),
+        ({"controlnets": [{"pass": "depth", "start": 0.6, "end": 0.5}]}, "start"),
+        ({"overlap": 16}, "overlap"),
+        ({"wobble": 1}, "wobble"),
+    ):
+        with pytest.raises(InputError, match=word):
+            parse_params(bad)
+
+
+def test_check_job_and_inputs() -> None:
+    pipe = StylizePipeline()
+    with pytest.raises(InputError, match=r"multiples of 8.*100×64.*96 or 104"):
+        pipe.check_job(spec({}, width=100))
+    with pytest.raises(InputError, match="at least one ControlNet"):
+        pipe.check_job(spec({"mode": "text2video"}))
+    with pytest.raises(InputError, match="singular"):
+        pipe.check_job(spec({"world_to_camera": [[0, 0, 0]] * 3}))
+    v2v = spec({"controlnets": [{"pass": "depth"}]})
+    pipe.check_job(v2v)
+    assert pipe.required_inputs(v2v) == {Pass.BEAUTY: (0, 1, 2, 3), Pass.DEPTH: (0, 1, 2, 3)}
+    assert Pass.VECTOR in pipe.accepted_inputs(v2v)
+    t2v = spec({"mode": "text2video", "controlnets": [{"pass": "lineart"}]})
+    assert pipe.required_inputs(t2v) == {Pass.LINEART: (0, 1, 2, 3)}
+    txt = spec({"mode": "per_frame", "strength": 1.0, "controlnets": [{"pass": "normal"}]})
+    assert Pass.BEAUTY not in pipe.required_inputs(txt)
+    assert [len(c.frames) for c in pipe.plan(spec({"mode": "per_frame"}, frames=range(20)))] == [
+        16,
+        4,
+    ]
+
+
+# --- chunks run in-process on a memory context ---------------------------------------------------
+
+
+@dataclass
+class MemoryContext:
+    """A RunContext over the shot's uploaded bytes, decoded as the backend decodes them."""
+
+    job: JobSpec
+    registry: Any
+    shot: dict[int, dict[Pass, bytes]]
+    outputs: dict[int, np.ndarray] = field(default_factory=dict)
+    progress_log: list[tuple[str, int, int]] = field(default_factory=list)
+    device: str = "cpu"
+
+    @property
+    def models(self) -> Any:
+        return self.registry
+
+    def has_input(self, pass_: Pass, frame: int) -> bool:
+        return pass_ in self.shot.get(frame, {})
+
+    def input(self, pass_: Pass, frame: int) -> np.ndarray:
+        data = self.shot[frame][pass_]
+        return decode(data, max_pixels=W * H, expect_size=(W, H), pass_=pass_)
+
+    def finished_output(self, frame: int) -> np.ndarray | None:
+        return self.outputs.get(frame)
+
+    def write_output(self, frame: int, image: np.ndarray) -> None:
+        assert image.dtype == np.uint8 and image.shape == (H, W, 3)
+        self.outputs.setdefault(frame, image.copy())  # first write wins, as on disk
+
+    def progress(self, stage: str, done: int, total: int) -> None:
+        self.progress_log.append((stage, done, total))
+
+    def check_cancel(self) -> None:
+        pass
+
+
+def run_chunks(ctx: MemoryContext) -> None:
+    """What the worker does: every chunk in order, skipping those already all written."""
+    pipe = StylizePipeline()
+    for chunk in pipe.plan(ctx.job):
+        if not all(f in ctx.outputs for f in chunk.frames):
+            pipe.run_chunk(ctx, chunk)
+
+
+def test_a_resumed_job_reproduces_the_frames_it_had_not_written(tiny_models: Path, shot) -> None:
+    from backend.models.registry import ModelRegistry
+
+    registry = ModelRegistry(tiny_models).scan()
+    job = spec({**BASE, "chunk_size": 12, "overlap": 4}, frames=range(28))
+    whole = MemoryContext(job, registry, shot)
+    run_chunks(whole)
+    assert sorted(whole.outputs) == list(range(28))
+    assert {stage for stage, _, _ in whole.progress_log} == {"denoise"}
+
+    # Interrupted after chunk 0 and half of chunk 1 were written (by another process).
+    resumed = MemoryContext(job, registry, shot, {f: whole.outputs[f] for f in range(16)})
+    run_chunks(resumed)
+    for f in range(28):
+        np.testing.assert_array_equal(resumed.outputs[f], whole.outputs[f], err_msg=f"frame {f}")
+
+
+# --- whole jobs through the real service -------------------------------------------------------
+
+
+def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None:
+    with backend.client() as c:
+        first = run_job(c, BASE, shot)
+        assert first["finished_frames"] == list(range(SHOT))
+        assert first["progress"]["chunks"] == 3 and first["progress"]["fraction"] == 1.0
+        frames = outputs(c, first)
+        for data in frames.values():
+            image = png_pixels(data)
+            assert image.shape == (H, W, 3) and image.dtype == np.uint8
+        assert len({bytes(d) for d in frames.values()}) == SHOT  # every frame its own
+
+        again = outputs(c, run_job(c, BASE, shot))
+        assert again == frames, "the same seed must give byte-identical frames"
+
+        other = outputs(c, run_job(c, {**BASE, "seed": 8}, shot))
+        assert all(other[f] != frames[f] for f in range(SHOT))
+
+
+def test_text2video_and_per_frame_modes(backend: Backend, shot) -> None:
+    t2v = {**BASE, "mode": "text2video", "chunk_size": 12, "controlnets": NETS[::2]}
+    per_frame = {**BASE, "mode": "per_frame", "strength": 0.7, "chunk_size": 4}
+    txt2img = {**BASE, "mode": "per_frame", "strength": 1.0, "controlnets": NETS[:1]}
+    cases = (
+        (t2v, range(20), {"depth", "lineart"}),
+        (per_frame, range(6), {"beauty", "depth", "normal", "lineart"}),
+        (txt2img, range(3), {"depth"}),
+    )
+    with backend.client() as c:
+        for params, frames, needed in cases:
+            job = create(c, params, frames)
+            assert set(job["missing_inputs"]) == needed
+            upload(c, job, shot)
+            c.post(f"/v1/jobs/{job['id']}/start").raise_for_status()
+            done = wait_for(c, job["id"], {"done", "failed", "canceled"})
+            assert done["state"] == "done", done
+            images = [png_pixels(d) for d in outputs(c, done).values()]
+            assert len(images) == len(frames) and all(i.shape == (H, W, 3) for i in images)
+
+
+def test_cancel_stops_within_a_step(backend: Backend, shot) -> None:
+    with backend.client() as c:
+        job = create(c, {**BASE, "steps": 40, "strength": 1.0}, range(16))
+        upload(c, job, shot)
+        c.post(f"/v1/jobs/{job['id']}/start").raise_for_status()
+        seen = wait_until(
+            c, job["id"], lambda j: j["progress"]["stage"] == "denoise" and j["progress"]["done"]
+        )
+        c.post(f"/v1/jobs/{job['id']}/cancel").raise_for_status()
+        final = wait_for(c, job["id"], {"done", "failed", "canceled"})
+    assert final["state"] == "canceled"
+    assert final["finished_frames"] == []
+    assert final["progress"]["done"] <= seen["progress"]["done"] + 2 < 40
+
+
+def test_missing_or_wrong_models_are_a_400_naming_the_folder(backend: Backend, shot) -> None:
+    models = str(backend.models)
+    with backend.client() as c:
+        for params, words in (
+            ({"checkpoint": "sd15-nope"}, ["sd15-nope", f"{models}/checkpoints/"]),
+            ({"motion_adapter": "mm-nope"}, ["mm-nope", f"{models}/motion/"]),
+            (
+                {"checkpoint": "controlnet/tiny-controlnet-depth"},
+                ["a ControlNet, not a checkpoint"],
+            ),
+            ({"lora": {"name": "lora-nope"}}, ["lora-nope", f"{models}/lora/"]),
+        ):
+            job = create(c, {**BASE, **params}, range(2))
+            upload(c, job, shot)
+            r = c.post(f"/v1/jobs/{job['id']}/start")
+            assert r.status_code == 400, r.text
+            detail = r.json()["detail"]
+            assert detail.startswith("models missing") and all(w in detail for w in words), detail
+
+
+def test_single_files_match_their_folder_twins(backend: Backend, shot) -> None:
+    """The LDM-layout checkpoint and the original-layout motion module load offline from
+    shipped config skeletons and give the very frames their diffusers folders give."""
+    params = {**BASE, "controlnets": NETS[:1], "motion_adapter": "motion/tiny-mm-sd-v15-v2"}
+    folder_motion = {**params, "motion_adapter": "motion/tiny-motion-adapter"}
+    with backend.client() as c:
+        folder = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15"}, shot, range(8)))
+        single = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15-ldm"}, shot, range(8)))
+        motion = outputs(
+            c, run_job(c, {**folder_motion, "checkpoint": "tiny-sd15"}, shot, range(8))
+        )
+    assert single == folder
+    assert motion == folder
