@@ -31,9 +31,10 @@ from .stylize_params import StylizeParams, parse_params
 from .stylize_plan import beauty_rgb, blend_seam, chunk_seed, plan_chunks, to_uint8
 
 if TYPE_CHECKING:
-    from .stylize_runtime import Request, StepHook
+    from .stylize_runtime import Request, Runtime, StepHook
 
 STAGE = "denoise"
+LOAD_STAGE = "load"
 SIZE_MULTIPLE = 8  # the VAE downsamples by 8
 ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
 
@@ -59,7 +60,7 @@ class StylizePipeline:
                 "ControlNet (depth, normal or lineart), or start from the beauty pass "
                 "(mode video2video, or per_frame with strength below 1)."
             )
-        if params.world_to_camera is not None:
+        if params.world_to_camera is not None:  # refused now rather than in the middle of a job
             normal_to_control(np.zeros((1, 1, 3), np.float32), params.world_to_camera)
 
     def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
@@ -89,18 +90,21 @@ class StylizePipeline:
     def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
         ctx.check_cancel()
         params = parse_params(ctx.job.params)
-        from . import stylize_runtime as runtime  # torch: only once a chunk runs
-
         models = ctx.models
         missing = self.missing_models(ctx.job, models)
         if missing:
             raise PipelineError("Models missing: " + " ".join(missing))
         names = resolve_models(params, models)
-        loaded = runtime.RUNTIME.load(models, runtime.model_set(*names, device=ctx.device))
+        ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the models
+        from .stylize_runtime import model_set, runtime_for
+
+        runtime = runtime_for(ctx.device)
+        loaded = runtime.load(models, model_set(*names, device=ctx.device))
+        ctx.check_cancel()
         if params.uses_motion:
-            _run_video(ctx, chunk, params, loaded)
+            _run_video(ctx, chunk, params, runtime, loaded)
         else:
-            _run_per_frame(ctx, chunk, params, loaded)
+            _run_per_frame(ctx, chunk, params, runtime, loaded)
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -178,11 +182,13 @@ def _progress_hook(ctx: RunContext, call: int = 0, calls: int = 1) -> StepHook:
     return hook
 
 
-def _run_video(ctx: RunContext, chunk: Chunk, params: StylizeParams, loaded: Any) -> None:
+def _run_video(
+    ctx: RunContext, chunk: Chunk, params: StylizeParams, runtime: Runtime, loaded: Any
+) -> None:
     from .stylize_runtime import denoise_video
 
     request = _request(ctx, params, chunk.context, chunk_seed(params.seed, chunk.index))
-    images = denoise_video(loaded, request, _progress_hook(ctx))
+    images = denoise_video(runtime, loaded, request, _progress_hook(ctx))
     generated = dict(zip(chunk.context, images, strict=True))
     finished: dict[int, np.ndarray] = {}
     for frame in chunk.context:
@@ -193,14 +199,16 @@ def _run_video(ctx: RunContext, chunk: Chunk, params: StylizeParams, loaded: Any
         ctx.write_output(frame, to_uint8(blended[frame]))
 
 
-def _run_per_frame(ctx: RunContext, chunk: Chunk, params: StylizeParams, loaded: Any) -> None:
+def _run_per_frame(
+    ctx: RunContext, chunk: Chunk, params: StylizeParams, runtime: Runtime, loaded: Any
+) -> None:
     from .stylize_runtime import denoise_frame
 
     todo = [f for f in chunk.frames if ctx.finished_output(f) is None]
     # One seed for every frame: frames do not depend on how the shot was cut.
     request = _request(ctx, params, tuple(todo), chunk_seed(params.seed, 0))
     for i, frame in enumerate(todo):
-        image = denoise_frame(loaded, request, i, _progress_hook(ctx, i, len(todo)))
+        image = denoise_frame(runtime, loaded, request, i, _progress_hook(ctx, i, len(todo)))
         ctx.write_output(frame, to_uint8(image))
 
 

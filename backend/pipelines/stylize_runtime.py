@@ -10,6 +10,7 @@ from ..models.offline import ensure_offline
 
 ensure_offline()
 
+import gc  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -98,6 +99,11 @@ class Runtime:
         self._built: dict[str, Any] = {}
         self._lock = threading.RLock()
 
+    @property
+    def loaded(self) -> LoadedModels | None:
+        """The model set loaded last (None before the first job)."""
+        return self._loaded
+
     def load(self, registry: Any, models: ModelSet) -> LoadedModels:
         with self._lock:
             if self._cache is None or self._cache.registry.root != registry.root:
@@ -109,7 +115,10 @@ class Runtime:
             except ModelLoadError as exc:
                 raise PipelineError(str(exc)) from None
             if loaded is not self._loaded:
+                dropped = bool(self._built)
                 self._loaded, self._built = loaded, {}
+                if dropped:
+                    _free_memory()  # the old set's motion UNet copy
             return loaded
 
     def pipeline(self, loaded: LoadedModels, kind: str) -> Any:
@@ -163,7 +172,20 @@ class Runtime:
         return self._built["motion_unet"]
 
 
-RUNTIME = Runtime()
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_RUNTIMES: dict[str, Runtime] = {}
+_RUNTIMES_LOCK = threading.Lock()
+
+
+def runtime_for(device: str) -> Runtime:
+    """The models kept loaded for one device (one worker thread per device uses it)."""
+    with _RUNTIMES_LOCK:
+        return _RUNTIMES.setdefault(device, Runtime())
 
 
 def motion_window(loaded: LoadedModels) -> int:
@@ -228,16 +250,18 @@ def _common_kwargs(req: Request, hook: StepHook) -> dict[str, Any]:
     }
 
 
-def denoise_video(loaded: LoadedModels, req: Request, hook: StepHook) -> list[np.ndarray]:
+def denoise_video(
+    runtime: Runtime, loaded: LoadedModels, req: Request, hook: StepHook
+) -> list[np.ndarray]:
     """Denoise the request's frames together with the motion module; float32 HxWx3 0..1 each."""
     p = req.params
     if p.mode == "text2video":
-        pipe = RUNTIME.pipeline(loaded, "text2video")
+        pipe = runtime.pipeline(loaded, "text2video")
         frames = len(req.controls[0])
     else:
         if req.beauty is None:
             raise PipelineError("video2video needs the beauty pass")
-        pipe = RUNTIME.pipeline(loaded, "video2video")
+        pipe = runtime.pipeline(loaded, "video2video")
         frames = len(req.beauty)
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)
     set_free_noise(pipe, frames, motion_window(loaded))
@@ -252,7 +276,9 @@ def denoise_video(loaded: LoadedModels, req: Request, hook: StepHook) -> list[np
     return [np.asarray(f, np.float32) for f in out[0]]
 
 
-def denoise_frame(loaded: LoadedModels, req: Request, index: int, hook: StepHook) -> np.ndarray:
+def denoise_frame(
+    runtime: Runtime, loaded: LoadedModels, req: Request, index: int, hook: StepHook
+) -> np.ndarray:
     """One frame made on its own (no motion module), from the request's frame `index`."""
     p = req.params
     controls = [net[index][None] for net in req.controls]  # per net: one 1xHxWx3 image
@@ -260,12 +286,12 @@ def denoise_frame(loaded: LoadedModels, req: Request, index: int, hook: StepHook
     if controls:
         kwargs |= _control_kwargs(p)
     if req.beauty is not None:
-        pipe = RUNTIME.pipeline(loaded, "img2img")
+        pipe = runtime.pipeline(loaded, "img2img")
         kwargs |= {"image": req.beauty[index][None], "strength": p.strength}
         if controls:
             kwargs["control_image"] = controls
     else:
-        pipe = RUNTIME.pipeline(loaded, "txt2img")
+        pipe = runtime.pipeline(loaded, "txt2img")
         kwargs["image"] = controls
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=False)
     out = pipe(**kwargs).images
