@@ -11,17 +11,12 @@ import json
 import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from client.http import BackendClient  # noqa: E402
-from client.launcher import LaunchSpec, launch, stop  # noqa: E402
 
 BLENDER_PY = ROOT / ".venv-blender" / "bin" / "python"
 KEY_EVERY = 3
@@ -37,54 +32,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def inbetween(
-    client: BackendClient,
-    render: dict[int, Path],
-    keys: list[int],
-    method: str,
-    out: Path,
-    size: tuple[int, int],
-) -> dict:
-    frames = sorted(render)
-    request = {
-        "kind": "inbetween",
-        "frames": frames,
-        "keyframes": keys,
-        "width": size[0],
-        "height": size[1],
-        "params": {"method": method},
-    }
-    job = client.create_job(request)
-    for k in keys:
-        client.upload(job["id"], "keyframe", k, render[k].read_bytes())
-    client.start(job["id"])
-    last = -1
-    while True:
-        state = client.job(job["id"])
-        done = len(state["finished_frames"])
-        if done != last:
-            print(f"  {method}: {done}/{len(frames)} frames", flush=True)
-            last = done
-        if state["state"] in ("done", "failed", "canceled"):
-            break
-        time.sleep(0.2)  # polling a job's progress, as the add-on does
-    if state["state"] != "done":
-        raise SystemExit(f"{method} in-between job {state['state']}: {state['error']}")
-    out.mkdir(parents=True, exist_ok=True)
-    for f in frames:
-        (out / f"{f:04d}.png").write_bytes(client.output(job["id"], f))
-    (out / "request.json").write_text(json.dumps({**request, "job_id": job["id"]}, indent=2))
-    return request
-
-
 def contact_sheet(
-    rows: list[tuple[str, Path]], frames: list[int], keys: list[int], dest: Path
+    rows: list[tuple[str, dict[int, Path]]], frames: list[int], keys: list[int], dest: Path
 ) -> None:
     tiles = []
-    for label, folder in rows:
+    for label, files in rows:
         row = []
         for f in frames:
-            img = cv2.imread(str(folder / f"{f:04d}.png"))
+            img = cv2.imread(str(files[f]))
             img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
             tag = f"{f}{' key' if f in keys else ''}"
             cv2.putText(img, tag, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 2)
@@ -97,10 +52,19 @@ def contact_sheet(
     cv2.imwrite(str(dest), np.vstack(tiles))
 
 
+def frames_in(folder: Path) -> dict[int, Path]:
+    """Scene frame -> file, from the add-on's output folder (file names end in the frame)."""
+    out = {}
+    for f in sorted(folder.glob("*.png")):
+        digits = "".join(ch for ch in f.stem.split("_")[-1] if ch.isdigit())
+        if digits:
+            out[int(digits)] = f
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=ROOT / "demo-output")
-    p.add_argument("--skip-models", action="store_true", help="do not write the tiny models")
     args = p.parse_args()
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -108,92 +72,52 @@ def main() -> int:
     run([str(BLENDER_PY), "demo/render_shot.py", "--out", str(out)])
     render = {int(f.stem): f for f in sorted((out / "render").glob("*.png"))}
     frames = sorted(render)
-    keys = sorted({*frames[::KEY_EVERY], frames[-1]})
-    h, w = cv2.imread(str(render[frames[0]])).shape[:2]
 
     models = out / "models"
-    if not args.skip_models:
-        run([sys.executable, "-m", "backend", "make-tiny-models", str(models)])
-
-    spec = LaunchSpec(
-        python=Path(sys.executable),
-        root=ROOT,
-        data_dir=out / "backend-data",
-        models_dir=models,
-        device="cpu",
-    )
-    stop(spec.data_dir)
-    running = launch(spec)
-    client = BackendClient(running.connection)
-    try:
-        health = client.health()
-        print(f"backend {health['version']} on {health['device']}", flush=True)
-        req_flow = inbetween(client, render, keys, "flow", out / "inbetween_flow", (w, h))
-        req_fade = inbetween(client, render, keys, "crossfade", out / "inbetween_crossfade", (w, h))
-    finally:
-        stop(spec.data_dir)
+    run([sys.executable, "-m", "backend", "make-tiny-models", str(models)])
+    run([str(BLENDER_PY), "demo/addon_demo.py", "--shot", str(out / "shot.blend"), "--out",
+         str(out), "--models", str(models), "--key-every", str(KEY_EVERY)])  # fmt: skip
+    results = json.loads((out / "addon_results.json").read_text())
+    keys = results["keys"]
+    takes = {name: frames_in(Path(results[name]["folder"]))
+             for name in ("inbetween", "crossfade", "stylize")}  # fmt: skip
+    for name, got in takes.items():
+        if sorted(got) != frames:
+            raise SystemExit(f"{name}: frames {sorted(got)} do not match the shot's {frames}")
 
     scores = {}
-    for name in ("flow", "crossfade"):
-        vals = [
-            psnr(
-                cv2.imread(str(out / f"inbetween_{name}" / f"{f:04d}.png")),
-                cv2.imread(str(render[f])),
-            )
-            for f in frames
-            if f not in keys
-        ]
+    for name in ("inbetween", "crossfade"):
+        vals = [psnr(cv2.imread(str(takes[name][f])), cv2.imread(str(render[f])))
+                for f in frames if f not in keys]  # fmt: skip
         scores[name] = sum(vals) / len(vals)
 
-    (out / "req_flow.json").write_text(json.dumps(req_flow))
-    (out / "req_fade.json").write_text(json.dumps(req_fade))
-    run(
-        [
-            str(BLENDER_PY),
-            "demo/build_blend.py",
-            "--shot",
-            str(out / "shot.blend"),
-            "--out",
-            str(out / "framesmith_demo.blend"),
-            "--strip",
-            "Render",
-            str(out / "render"),
-            "1",
-            "-",
-            "--strip",
-            "In-between (flow)",
-            str(out / "inbetween_flow"),
-            "2",
-            str(out / "req_flow.json"),
-            "--strip",
-            "In-between (cross-fade)",
-            str(out / "inbetween_crossfade"),
-            "3",
-            str(out / "req_fade.json"),
-        ]
-    )
-    sheet_frames = [f for f in frames if keys[0] <= f <= keys[2]]
+    sheet = [f for f in frames if keys[0] <= f <= keys[2]]
     contact_sheet(
-        [
-            ("rendered (truth)", out / "render"),
-            ("Framesmith in-between: flow", out / "inbetween_flow"),
-            ("cross-fade", out / "inbetween_crossfade"),
-        ],
-        sheet_frames,
-        keys,
-        out / "contact_sheet.png",
-    )
-
+        [("rendered (truth)", render), ("Framesmith in-between: flow", takes["inbetween"]),
+         ("cross-fade", takes["crossfade"]),
+         ("stylize (TINY RANDOM weights: noise, not a style)", takes["stylize"])],
+        sheet, keys, out / "contact_sheet.png",
+    )  # fmt: skip
+    h, w = cv2.imread(str(render[frames[0]])).shape[:2]
+    stylize_req = results["stylize"]["request"]
     summary = (
-        f"Framesmith demo: {len(frames)} frames at {w}x{h}, rendered headless with Cycles;"
-        f" keys every {KEY_EVERY} frames ({keys}).\n"
-        "Models used: none. In-betweening by 'flow' needs no weights: OpenCV DIS optical flow"
-        " both ways + softmax splatting, computed by the backend.\n"
-        f"Tiny random models (test fixtures, not real weights) were written to {models}.\n"
-        f"In-between quality against the true rendered frames (mean PSNR over {len(frames) - len(keys)}"
-        f" in-betweens): flow {scores['flow']:.2f} dB, cross-fade {scores['crossfade']:.2f} dB.\n"
-        f"Results: {out}/inbetween_flow, inbetween_crossfade, framesmith_demo.blend (strips on"
-        " channels 1-3), contact_sheet.png\n"
+        f"Framesmith demo: {len(frames)} frames at {w}x{h}, rendered headless with Cycles, then"
+        " driven through the add-on's own operators (bpy.ops.framesmith.inbetween / stylize)"
+        " against a local backend the add-on launched.\n"
+        "MODELS USED:\n"
+        "- In-between: none. 'flow' needs no weights (OpenCV DIS optical flow both ways +"
+        " softmax splatting).\n"
+        f"- Stylize: the TINY RANDOM test models written by `python -m backend make-tiny-models`"
+        f" to {models} (no real weights can be downloaded here), so the stylized strip is"
+        " structured noise, proving the pipeline runs, not what a real checkpoint would paint."
+        " Put your own SD1.5 checkpoint, motion module and ControlNets in a models folder to"
+        " get real styles.\n"
+        f"  request: {json.dumps(stylize_req, sort_keys=True)[:600]}\n"
+        f"In-between quality against the true rendered frames (keys every {KEY_EVERY} frames,"
+        f" mean PSNR over {len(frames) - len(keys)} in-betweens): flow {scores['inbetween']:.2f}"
+        f" dB, cross-fade {scores['crossfade']:.2f} dB.\n"
+        f"Results in {out}: framesmith_demo.blend (strips: in-between, cross-fade take above it,"
+        " stylize), the image sequences under framesmith/, render/ (truth), contact_sheet.png.\n"
     )
     (out / "SUMMARY.txt").write_text(summary)
     print(summary)

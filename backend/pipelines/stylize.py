@@ -154,10 +154,17 @@ def resolve_models(
 # ---- running ---------------------------------------------------------------------------------
 
 
-def _request(ctx: RunContext, params: StylizeParams, frames: tuple[int, ...], seed: int) -> Request:
+def _request(
+    ctx: RunContext,
+    params: StylizeParams,
+    frames: tuple[int, ...],
+    seed: int,
+    finished: dict[int, np.ndarray] | None = None,
+) -> Request:
     from .stylize_runtime import Request
 
     beauty = [beauty_rgb(ctx.input(Pass.BEAUTY, f)) for f in frames] if params.uses_beauty else None
+    anchors = {frames.index(f): beauty_rgb(img / 255.0) for f, img in (finished or {}).items()}
     job = ctx.job
     return Request(
         params=params,
@@ -166,6 +173,7 @@ def _request(ctx: RunContext, params: StylizeParams, frames: tuple[int, ...], se
         seed=seed,
         beauty=beauty,
         controls=control_frames(ctx, params, frames),
+        anchors=anchors,
     )
 
 
@@ -185,15 +193,17 @@ def _progress_hook(ctx: RunContext, call: int = 0, calls: int = 1) -> StepHook:
 def _run_video(
     ctx: RunContext, chunk: Chunk, params: StylizeParams, runtime: Runtime, loaded: Any
 ) -> None:
+    """Denoise the chunk's context; its frames already written hold the chunk on them."""
     from .stylize_runtime import denoise_video
 
-    request = _request(ctx, params, chunk.context, chunk_seed(params.seed, chunk.index))
-    images = denoise_video(runtime, loaded, request, _progress_hook(ctx))
-    generated = dict(zip(chunk.context, images, strict=True))
     finished: dict[int, np.ndarray] = {}
     for frame in chunk.context:
         if frame < chunk.frames[0] and (done := ctx.finished_output(frame)) is not None:
             finished[frame] = done
+    seed = chunk_seed(params.seed, chunk.index)
+    request = _request(ctx, params, chunk.context, seed, finished)
+    images = denoise_video(runtime, loaded, request, _progress_hook(ctx))
+    generated = dict(zip(chunk.context, images, strict=True))
     blended = blend_seam(generated, finished, chunk.frames, params.overlap)
     for frame in chunk.frames:
         ctx.write_output(frame, to_uint8(blended[frame]))

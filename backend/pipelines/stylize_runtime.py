@@ -12,8 +12,8 @@ ensure_offline()
 
 import gc  # noqa: E402
 import threading  # noqa: E402
-from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from collections.abc import Callable, Mapping, Sequence  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -88,6 +88,9 @@ class Request:
     seed: int
     beauty: list[np.ndarray] | None  # float32 HxWx3 0..1 per frame, or None
     controls: list[list[np.ndarray]]  # per ControlNet, float32 HxWx3 0..1 per frame
+    # Frames already written (position in the request -> float32 HxWx3 0..1): held on those
+    # pictures while the rest is denoised, so the chunk continues what was written.
+    anchors: Mapping[int, np.ndarray] = field(default_factory=dict)
 
 
 class Runtime:
@@ -213,12 +216,49 @@ def set_free_noise(pipe: Any, frames: int, window: int) -> None:
     pipe._free_noise_context_length = None
 
 
-def _step_callback(hook: StepHook) -> Callable[..., dict[str, Any]]:
+class _Anchor:
+    """Holds some frames of a video latent on given pictures, at each step's noise level.
+
+    After every step those frames' latents are replaced by the pictures' latents noised to
+    the level of the next step (clean after the last), as inpainting with a plain UNet does
+    with its known region: the motion module then denoises the other frames as the
+    continuation of the pictures, which is what keeps a chunk's start on the previous chunk.
+    """
+
+    def __init__(self, pipe: Any, pictures: Mapping[int, np.ndarray], seed: int) -> None:
+        self.positions = sorted(pictures)
+        vae = pipe.vae
+        pixels = torch.from_numpy(np.stack([pictures[i] for i in self.positions]))
+        pixels = (pixels.permute(0, 3, 1, 2) * 2.0 - 1.0).to(vae.device, vae.dtype)
+        with torch.no_grad():
+            clean = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+        self.clean = clean.permute(1, 0, 2, 3)[None]  # (1, C, frames, h, w), as the pipeline
+        noise = torch.randn(self.clean.shape, generator=_generator(seed), dtype=torch.float32)
+        self.noise = noise.to(clean.device, clean.dtype)
+
+    def __call__(self, pipe: Any, i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        target = self.clean
+        if i + 1 < pipe.num_timesteps:
+            schedule = pipe.scheduler.timesteps
+            at = int((schedule == t.to(schedule.device)).nonzero()[0, 0])
+            target = pipe.scheduler.add_noise(self.clean, self.noise, schedule[at + 1 : at + 2])
+        held = latents.clone()
+        held[:, :, self.positions] = target.to(held.device, held.dtype)
+        return held
+
+
+def _step_callback(hook: StepHook, anchor: _Anchor | None = None) -> Callable[..., dict[str, Any]]:
     def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        hook(i + 1, int(pipe.num_timesteps))
-        return {}
+        hook(i + 1, int(pipe.num_timesteps))  # may raise Canceled: nothing after it runs
+        if anchor is None:
+            return {}
+        return {"latents": anchor(pipe, i, t, tensors["latents"])}
 
     return on_step_end
+
+
+def anchor_seed(seed: int) -> int:
+    return (seed + 1) & (2**63 - 1)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -235,7 +275,7 @@ def _control_kwargs(params: StylizeParams) -> dict[str, Any]:
     }
 
 
-def _common_kwargs(req: Request, hook: StepHook) -> dict[str, Any]:
+def _common_kwargs(req: Request, hook: StepHook, anchor: _Anchor | None = None) -> dict[str, Any]:
     p = req.params
     return {
         "prompt": p.prompt,
@@ -245,7 +285,7 @@ def _common_kwargs(req: Request, hook: StepHook) -> dict[str, Any]:
         "num_inference_steps": p.steps,
         "guidance_scale": p.guidance,
         "output_type": "np",
-        "callback_on_step_end": _step_callback(hook),
+        "callback_on_step_end": _step_callback(hook, anchor),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
 
@@ -265,7 +305,8 @@ def denoise_video(
         frames = len(req.beauty)
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)
     set_free_noise(pipe, frames, motion_window(loaded))
-    kwargs = _common_kwargs(req, hook) | {"generator": _generator(req.seed)}
+    anchor = _Anchor(pipe, req.anchors, anchor_seed(req.seed)) if req.anchors else None
+    kwargs = _common_kwargs(req, hook, anchor) | {"generator": _generator(req.seed)}
     if req.controls:
         kwargs |= _control_kwargs(p) | {"conditioning_frames": req.controls}
     if p.mode == "text2video":

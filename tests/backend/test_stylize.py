@@ -289,6 +289,35 @@ def test_free_noise_only_in_chunks_longer_than_the_motion_window(tiny_models: Pa
     assert counts[0] > 0 and counts[1] == 0
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("scheduler", ["ddim", "euler_a", "dpmpp_2m", "lcm"])
+def test_written_frames_hold_the_next_chunk_on_them(tiny_models: Path, scheduler: str) -> None:
+    """Frames a chunk shares with its predecessor end as exactly those pictures (through the
+    VAE), whatever the chunk's seed; the frames it owns still come from its own noise."""
+    from backend.models.registry import ModelRegistry
+    from backend.pipelines.stylize import resolve_models
+    from backend.pipelines.stylize_runtime import Request, denoise_video, model_set, runtime_for
+
+    registry = ModelRegistry(tiny_models).scan()
+    params = parse_params({**BASE, "steps": 2, "strength": 1.0, "scheduler": scheduler})
+    runtime = runtime_for("cpu")
+    loaded = runtime.load(registry, model_set(*resolve_models(params, registry), device="cpu"))
+    rng = np.random.default_rng(1)
+    frames = [rng.uniform(0.0, 1.0, (H, W, 3)).astype(np.float32) for _ in range(6)]
+    written = {0: frames[0], 1: frames[1]}
+
+    def chunk(seed: int, anchors: dict) -> list[np.ndarray]:
+        request = Request(params, W, H, seed, frames, [frames] * 3, anchors)
+        return denoise_video(runtime, loaded, request, lambda done, total: None)
+
+    a, b = chunk(1, written), chunk(2, written)
+    free = chunk(1, {})
+    for i in (0, 1):
+        np.testing.assert_array_equal(a[i], b[i])
+        assert np.abs(a[i] - free[i]).max() > 0.01
+    assert all(np.abs(a[i] - b[i]).max() > 0.01 for i in range(2, 6))
+
+
 # --- whole jobs through the real service -------------------------------------------------------
 
 
