@@ -19,8 +19,9 @@ def plan_chunks(frames: Sequence[int], chunk_size: int, overlap: int) -> list[Ch
     The first chunk owns `chunk_size` frames; each later one owns the next
     `chunk_size - overlap` and also denoises the `overlap` frames before them, which the
     previous chunk owns (its context). The last chunk reaches back further when it owns few
-    frames, so it still denoises a full window. Positions, not frame numbers, are cut, so
-    sparse frame lists work too.
+    frames, so it still denoises a full window. Without overlap, chunks are independent and
+    read only their own frames. Positions, not frame numbers, are cut, so sparse frame lists
+    work too.
     """
     if chunk_size < 1 or not 0 <= overlap < chunk_size:
         raise ValueError(f"bad chunking: chunk_size {chunk_size}, overlap {overlap}")
@@ -30,7 +31,7 @@ def plan_chunks(frames: Sequence[int], chunk_size: int, overlap: int) -> list[Ch
     while start < len(frames):
         size = chunk_size if start == 0 else chunk_size - overlap
         end = min(len(frames), start + size)
-        context_start = max(0, end - chunk_size) if start > 0 else 0
+        context_start = max(0, end - chunk_size) if start > 0 and overlap > 0 else start
         chunks.append(Chunk(len(chunks), frames[start:end], frames[context_start:end]))
         start = end
     return chunks

@@ -1,5 +1,7 @@
-"""Stylize: chunk planning and seams, params, and whole jobs through the real service with the
-tiny models (video2video, text2video, per_frame; seeds; cancel; missing models; single file)."""
+"""Stylize with the tiny models: chunk planning, seeds and seams, params; chunks run in-process
+(resume, FreeNoise, holding a chunk on written frames); whole jobs through the real service
+(a 40-frame shot with three ControlNets, seeds, the three modes, cancel, missing models, single
+files against their folder twins)."""
 
 from __future__ import annotations
 
@@ -43,6 +45,9 @@ def shot_frame(t: int) -> dict[Pass, bytes]:
     depth = np.where(inside, 4.0 - bulge, 1e10).astype(np.float32)
     normal = [np.where(inside, v, 0.0) for v in ((xx - cx) / r, (cy - yy) / r, bulge)]
     line = (np.abs(np.sqrt(d2) - r) < 1.0).astype(np.uint8) * 255
+    # Blender's Vector pass: XY from the previous frame, ZW to the next, y up (passes.py).
+    moving = inside.astype(np.float32)
+    vector = {"X": -0.7 * moving, "Y": 0 * moving, "Z": -0.7 * moving, "W": 0 * moving}
     wall = 0.5 + 0.25 * np.sin(xx / 4.0) * np.cos(yy / 6.0)
     beauty = np.stack([np.where(inside, 0.9 * bulge, wall), wall, np.where(inside, 0.2, wall)], 2)
     return {
@@ -50,6 +55,7 @@ def shot_frame(t: int) -> dict[Pass, bytes]:
         Pass.DEPTH: exr_bytes({"V": depth}),
         Pass.NORMAL: exr_bytes(dict(zip("XYZ", normal, strict=True))),
         Pass.LINEART: png_bytes(np.repeat(line[:, :, None], 3, axis=2)),
+        Pass.VECTOR: exr_bytes(vector),
     }
 
 
@@ -180,10 +186,8 @@ def test_check_job_and_inputs() -> None:
     assert pipe.required_inputs(t2v) == {Pass.LINEART: (0, 1, 2, 3)}
     txt = spec({"mode": "per_frame", "strength": 1.0, "controlnets": [{"pass": "normal"}]})
     assert Pass.BEAUTY not in pipe.required_inputs(txt)
-    assert [len(c.frames) for c in pipe.plan(spec({"mode": "per_frame"}, frames=range(20)))] == [
-        16,
-        4,
-    ]
+    per_frame = pipe.plan(spec({"mode": "per_frame"}, frames=range(20)))
+    assert [(len(c.frames), len(c.context)) for c in per_frame] == [(16, 16), (4, 4)]
 
 
 # --- chunks run in-process on a memory context ---------------------------------------------------
@@ -251,19 +255,19 @@ def test_a_resumed_job_reproduces_the_frames_it_had_not_written(
     from backend.pipelines import stylize_runtime
 
     registry = ModelRegistry(tiny_models).scan()
-    job = spec({**BASE, "chunk_size": 12, "overlap": 4}, frames=range(28))
+    job = spec({**BASE, "chunk_size": 8, "overlap": 2}, frames=range(20))  # 3 chunks
     whole = MemoryContext(job, registry, shot)
     run_chunks(whole)
-    assert sorted(whole.outputs) == list(range(28))
+    assert sorted(whole.outputs) == list(range(20))
     assert {stage for stage, _, _ in whole.progress_log} == {"load", "denoise"}
     steps = [(done, total) for stage, done, total in whole.progress_log if stage == "denoise"]
     assert steps[-1][0] == steps[-1][1] > 0
 
     # Interrupted after chunk 0 and half of chunk 1 were written; resumed by a new process.
     monkeypatch.setattr(stylize_runtime, "_RUNTIMES", {})
-    resumed = MemoryContext(job, registry, shot, {f: whole.outputs[f] for f in range(16)})
+    resumed = MemoryContext(job, registry, shot, {f: whole.outputs[f] for f in range(11)})
     run_chunks(resumed)
-    for f in range(28):
+    for f in range(20):
         np.testing.assert_array_equal(resumed.outputs[f], whole.outputs[f], err_msg=f"frame {f}")
 
 
@@ -323,7 +327,14 @@ def test_written_frames_hold_the_next_chunk_on_them(tiny_models: Path, scheduler
 
 def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None:
     with backend.client() as c:
-        first = run_job(c, BASE, shot)
+        job = create(c, BASE)
+        for f in range(SHOT):  # taken now, used by flow-guided fusion later
+            r = c.put(f"/v1/jobs/{job['id']}/inputs/vector/{f}", content=shot[f][Pass.VECTOR])
+            assert r.status_code == 200, r.text
+        upload(c, job, shot)
+        c.post(f"/v1/jobs/{job['id']}/start").raise_for_status()
+        first = wait_for(c, job["id"], {"done", "failed", "canceled"})
+        assert first["state"] == "done", first
         assert first["finished_frames"] == list(range(SHOT))
         assert first["progress"]["chunks"] == 3 and first["progress"]["fraction"] == 1.0
         frames = outputs(c, first)
@@ -342,14 +353,14 @@ def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None
 def test_text2video_and_per_frame_modes(backend: Backend, shot) -> None:
     t2v = {**BASE, "mode": "text2video", "chunk_size": 12, "controlnets": NETS[::2]}
     t2v["scheduler"] = "euler_a"
-    per_frame = {**BASE, "mode": "per_frame", "strength": 0.7, "chunk_size": 4}
+    per_frame = {**BASE, "mode": "per_frame", "strength": 0.7, "chunk_size": 3}
     per_frame |= {"scheduler": "dpmpp_2m", "lora": {"name": "tiny-lora", "weight": 0.7}}
     txt2img = {**BASE, "mode": "per_frame", "strength": 1.0, "controlnets": NETS[:1]}
     txt2img["scheduler"] = "lcm"
     cases = (
-        (t2v, range(20), {"depth", "lineart"}),
-        (per_frame, range(6), {"beauty", "depth", "normal", "lineart"}),
-        (txt2img, range(3), {"depth"}),
+        (t2v, range(16), {"depth", "lineart"}),
+        (per_frame, range(4), {"beauty", "depth", "normal", "lineart"}),
+        (txt2img, range(2), {"depth"}),
     )
     with backend.client() as c:
         for params, frames, needed in cases:
@@ -405,10 +416,10 @@ def test_single_files_match_their_folder_twins(backend: Backend, shot) -> None:
     params = {**BASE, "controlnets": NETS[:1], "motion_adapter": "motion/tiny-mm-sd-v15-v2"}
     folder_motion = {**params, "motion_adapter": "motion/tiny-motion-adapter"}
     with backend.client() as c:
-        folder = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15"}, shot, range(8)))
-        single = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15-ldm"}, shot, range(8)))
+        folder = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15"}, shot, range(4)))
+        single = outputs(c, run_job(c, {**params, "checkpoint": "tiny-sd15-ldm"}, shot, range(4)))
         motion = outputs(
-            c, run_job(c, {**folder_motion, "checkpoint": "tiny-sd15"}, shot, range(8))
+            c, run_job(c, {**folder_motion, "checkpoint": "tiny-sd15"}, shot, range(4))
         )
     assert single == folder
     assert motion == folder
