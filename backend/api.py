@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import API_VERSION, __version__, pipelines
-from .pipelines.base import InputError, JobSpec, Pass, Pipeline
+from .pipelines.base import InputError, JobSpec, Pass, Pipeline, validation_text
 from .store import IdempotencyConflict, JobRecord, JobState, Store
 from .worker import MAX_PIXELS, Worker
 
@@ -188,7 +188,7 @@ def create_app(services: Services) -> FastAPI:
         try:
             params = pipeline.params_model().model_validate(body.params)
         except ValidationError as exc:
-            raise HTTPException(422, "params: " + _readable(exc.errors())) from exc
+            raise HTTPException(422, "params: " + validation_text(exc)) from exc
         clean = params.model_dump(mode="json")
         spec = JobSpec("0" * 32, body.kind, body.width, body.height, frames, keyframes, clean)
         try:

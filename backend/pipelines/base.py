@@ -11,12 +11,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 
 class Pass(enum.StrEnum):
@@ -38,6 +36,24 @@ class PipelineError(Exception):
 
 class InputError(ValueError):
     """A request or input that cannot be run; becomes a 4xx with this message."""
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def validation_text(exc: ValidationError) -> str:
+    """A pydantic error as one line naming each field: 'steps: Input should be ...; ...'."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def parse_params(model: type[P], raw: Mapping[str, Any], what: str) -> P:
+    """Validate a job's params; a bad value becomes an InputError naming the field."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise InputError(f"Invalid {what} parameters: {validation_text(exc)}.") from exc
 
 
 @dataclass(frozen=True)

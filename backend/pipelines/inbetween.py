@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from ..vision.flow import (
     MIN_FLOW_SIZE,
@@ -24,6 +24,7 @@ from ..vision.flow import (
     photometric_error,
 )
 from ..vision.splat import premultiply, softmax_splat, unpremultiply
+from . import base
 from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
 
 STAGE = "inbetween"
@@ -46,15 +47,7 @@ class InbetweenParams(BaseModel):
 
 
 def parse_params(raw: Mapping[str, Any]) -> InbetweenParams:
-    """Validate a job's params; a bad value becomes an InputError naming the field."""
-    try:
-        return InbetweenParams.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InputError(f"Invalid in-between parameters: {problems}.") from exc
+    return base.parse_params(InbetweenParams, raw, "in-between")
 
 
 # ---------------------------------------------------------------------------------------------

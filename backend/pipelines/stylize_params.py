@@ -8,9 +8,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .base import InputError, Pass
+from . import base
+from .base import Pass
 
 # AnimateDiff motion modules were trained on 16-frame clips: the default chunk and the
 # FreeNoise context window. A module's window is min(this, its positional-encoding length).
@@ -132,12 +133,4 @@ class StylizeParams(BaseModel):
 
 
 def parse_params(raw: Mapping[str, Any]) -> StylizeParams:
-    """Validate a job's params; a bad value becomes an InputError naming the field."""
-    try:
-        return StylizeParams.model_validate(dict(raw))
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InputError(f"Invalid stylize parameters: {problems}.") from exc
+    return base.parse_params(StylizeParams, raw, "stylize")
