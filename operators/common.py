@@ -11,8 +11,11 @@ import bpy
 
 from .. import preferences
 from ..client.backend import BackendConfig, connect
-from ..client.http import BackendClient
+from ..client.frames import FrameError
+from ..client.http import BackendClient, BackendError, BackendUnreachable
 from ..client.jobs import Canceled, Done, JobRunner
+from ..client.launcher import LaunchError
+from ..client.request import RequestError
 from ..properties import find_job
 from . import runtime
 
@@ -25,6 +28,17 @@ WAIT_ITEMS = (
 
 class UserError(Exception):
     """Something the user must change before the operator can run; the message says what."""
+
+
+# Failures an operator reports as one sentence (never a traceback) before any job exists.
+PREPARE_ERRORS = (
+    UserError,
+    RequestError,
+    FrameError,
+    LaunchError,
+    BackendUnreachable,
+    BackendError,
+)
 
 
 def output_root(folder: str) -> tuple[Path, str | None]:
@@ -58,8 +72,6 @@ def connector(config: BackendConfig) -> Callable[[], BackendClient]:
 
 def say(exc: Exception) -> str:
     """An exception as the sentence for the user (the backend's own words where it answered)."""
-    from ..client.http import BackendError
-
     return exc.detail if isinstance(exc, BackendError) else str(exc)
 
 

@@ -11,7 +11,6 @@ from bpy.props import EnumProperty
 from .. import compat
 from ..client.backend import connect
 from ..client.frames import (
-    FrameError,
     FrameRange,
     ImageStripInfo,
     describe_keys,
@@ -20,10 +19,9 @@ from ..client.frames import (
     strip_keys,
     take_folder,
 )
-from ..client.http import BackendClient, BackendError, BackendUnreachable
+from ..client.http import BackendClient
 from ..client.jobs import JobRunner
-from ..client.launcher import LaunchError
-from ..client.request import RequestError, Shot, build_request
+from ..client.request import Shot, build_request
 from ..properties import to_settings
 from . import common, render, runtime
 
@@ -75,14 +73,7 @@ class FRAMESMITH_OT_inbetween(bpy.types.Operator):
             if blocking:  # find a dead backend before spending time on renders
                 client = BackendClient(connect(config))
                 client.health()
-        except (
-            common.UserError,
-            RequestError,
-            FrameError,
-            LaunchError,
-            BackendUnreachable,
-            BackendError,
-        ) as exc:
+        except common.PREPARE_ERRORS as exc:
             self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
             return {"CANCELLED"}
 
