@@ -361,7 +361,7 @@ def _stylize(
                 f"the {c.pass_name} ControlNet must start before it ends, both between 0 and 1"
                 f" (got {c.start}–{c.end})"
             )
-        units.append(ControlNetUnit(c.pass_name, float(c.weight), c.start, c.end, c.model))
+        units.append(ControlNetUnit(c.pass_name, _ui(c.weight), _ui(c.start), _ui(c.end), c.model))
     uses_normals = any(u.pass_name == "normal" for u in units)
     request = StylizeRequest(
         width=width,
@@ -371,8 +371,8 @@ def _stylize(
         negative_prompt=settings.negative_prompt.strip(),
         seed=int(settings.seed),
         steps=int(settings.steps),
-        guidance=float(settings.guidance),
-        strength=float(settings.strength),
+        guidance=_ui(settings.guidance),
+        strength=_ui(settings.strength),
         mode=mode.value,
         scheduler=scheduler.value,
         controlnets=tuple(units),
@@ -428,3 +428,8 @@ def _dump(request: Request, overrides: Mapping[str, Any]) -> str:
         data["world_to_camera"] = request.params().get("world_to_camera")
     data.update(overrides)
     return json.dumps(data, sort_keys=True)
+
+
+def _ui(value: float) -> float:
+    """A UI float (Blender stores float32: 0.6 reads back as 0.6000000238) as the user typed it."""
+    return round(float(value), 6)

@@ -138,3 +138,17 @@ def test_stored_requests_are_checked_when_read() -> None:
         from_json(json.dumps({**good, "colour": "red"}))
     with pytest.raises(RequestError, match="ascending"):
         from_json(json.dumps({**good, "frames": [3, 2, 1]}))
+
+
+def test_ui_floats_are_stored_as_typed() -> None:
+    import struct
+
+    def float32(x: float) -> float:  # what a Blender FloatProperty hands back
+        return struct.unpack("f", struct.pack("f", x))[0]
+
+    assert float32(0.6) != 0.6
+    request = build_request(
+        "stylize", replace(STYLE, strength=float32(0.6), guidance=float32(7.3)), SHOT
+    )
+    body = json.loads(request.to_json())
+    assert body["strength"] == 0.6 and body["guidance"] == 7.3
