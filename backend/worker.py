@@ -21,7 +21,7 @@ from .store import JobRecord, JobState, Progress, Store
 log = logging.getLogger("framesmith.worker")
 
 # Fault injection for the crash tests only: after this many frames written by this process, the
-# worker thread blocks forever, holding its job in "running" until the process is killed.
+# worker thread holds its job in "running" until the process is killed or stopped.
 MAX_PIXELS = 8192 * 8192
 HOLD_ENV = "FRAMESMITH_FAULT_HOLD_AFTER_FRAMES"
 
@@ -127,6 +127,7 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name=f"worker-{device}", daemon=True)
         self._frames_written = 0
         self.ready = threading.Event()  # set once the device is known
+        self._stopping = threading.Event()
         hold = os.environ.get(HOLD_ENV)
         self._hold_after = int(hold) if hold else None
 
@@ -141,6 +142,7 @@ class Worker:
     def stop(self, timeout: float = 10.0) -> None:
         with self._wake:
             self._stop = True
+            self._stopping.set()
             self._cancel.set()  # a running chunk stops at its next step; the job is requeued
             self._wake.notify_all()
         self._thread.join(timeout)
@@ -247,8 +249,8 @@ class Worker:
     def _frame_written(self) -> None:
         self._frames_written += 1
         if self._hold_after is not None and self._frames_written >= self._hold_after:
-            log.warning("%s reached: holding the worker until the process is killed", HOLD_ENV)
-            threading.Event().wait()
+            log.warning("%s reached: holding the worker until the process ends", HOLD_ENV)
+            self._stopping.wait()
 
 
 def _frames(frames: list[int]) -> str:

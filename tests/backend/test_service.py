@@ -378,3 +378,22 @@ def test_idle_exit_when_no_job_is_left(make_backend) -> None:
     assert b.proc.wait(timeout=60) == 0
     assert not (b.data / "backend.json").exists()
     assert "idle for 1 s with no job left" in b.output()
+
+
+def test_a_full_queue_answers_429(make_backend) -> None:
+    b = make_backend(
+        extra_args=["--max-queue", "1"], env={"FRAMESMITH_FAULT_HOLD_AFTER_FRAMES": "1"}
+    ).start()
+    keys = square_keys({0: 4.0, 2: 12.0})
+    with b.client() as c:
+        running, queued, refused = (make_inbetween_job(c, keys, range(0, 3)) for _ in range(3))
+        c.post(f"/v1/jobs/{running['id']}/start")
+        wait_until(c, running["id"], lambda j: j["state"] == "running")
+        assert c.post(f"/v1/jobs/{queued['id']}/start").status_code == 202
+        r = c.post(f"/v1/jobs/{refused['id']}/start")
+        assert r.status_code == 429 and "queue is full" in r.json()["detail"]
+        assert c.get(f"/v1/jobs/{refused['id']}").json()["state"] == "awaiting_inputs"
+        # cancelling the queued job leaves the running one alone and frees the slot
+        c.post(f"/v1/jobs/{queued['id']}/cancel")
+        assert c.get(f"/v1/jobs/{running['id']}").json()["state"] == "running"
+        assert c.post(f"/v1/jobs/{refused['id']}/start").status_code == 202
