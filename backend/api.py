@@ -277,9 +277,13 @@ def create_app(services: Services) -> FastAPI:
         if missing:
             listed = "; ".join(f"{p} for frame(s) {_frames(fs)}" for p, fs in missing.items())
             raise HTTPException(400, f"inputs missing: {listed}")
-        missing_models = pipeline.missing_models(job.spec(), services.models())
+        models = services.models()
+        missing_models = pipeline.missing_models(job.spec(), models)
         if missing_models:
             raise HTTPException(400, "models missing: " + " ".join(missing_models))
+        pinned = pipeline.pin_models(job.spec(), models)
+        if pinned != job.params:
+            store.set_params(job_id, pinned)
         if store.count(JobState.QUEUED) >= services.max_queue:
             raise HTTPException(
                 429, f"the queue is full ({services.max_queue} jobs); try again when one finishes"

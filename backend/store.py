@@ -271,6 +271,13 @@ class Store:
         )
         return self.get(job_id)
 
+    def set_params(self, job_id: str, params: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET params = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(params, sort_keys=True), time.time(), job_id),
+            )
+
     def request_cancel(self, job_id: str) -> None:
         with self._tx() as db:
             db.execute(

@@ -119,6 +119,10 @@ class Pipeline(Protocol):
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
         """Human-readable lines naming what must be installed to run this job; [] if ready."""
 
+    def pin_models(self, job: JobSpec, models: Any) -> dict[str, Any]:
+        """The job's params with every default model replaced by the installed model's name, so
+        the stored request says exactly what ran. Called at start, once missing_models is []."""
+
     def plan(self, job: JobSpec) -> list[Chunk]:
         """Cut the job into chunks; deterministic for a given job, so resume finds the same cut."""
 

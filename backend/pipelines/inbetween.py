@@ -274,6 +274,9 @@ class InbetweenPipeline:
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
         return []
 
+    def pin_models(self, job: JobSpec, models: Any) -> dict[str, Any]:
+        return dict(job.params)  # flow and cross-fade use no models
+
     def plan(self, job: JobSpec) -> list[Chunk]:
         """One chunk per key interval that has frames to write.
 

@@ -83,6 +83,18 @@ class StylizePipeline:
         mode = "video" if params.uses_motion else "per_frame"
         return list(models.missing_for("stylize", _needs(params), mode=mode))
 
+    def pin_models(self, job: JobSpec, models: Any) -> dict[str, Any]:
+        params = parse_params(job.params)
+        checkpoint, motion, nets, lora = resolve_models(params, models)
+        pinned = params.model_dump(mode="json")
+        pinned["checkpoint"] = checkpoint
+        pinned["motion_adapter"] = motion
+        for unit, name in zip(pinned["controlnets"], nets, strict=True):
+            unit["model"] = name
+        if lora is not None:
+            pinned["lora"]["name"] = lora[0]
+        return pinned
+
     def plan(self, job: JobSpec) -> list[Chunk]:
         params = parse_params(job.params)
         return plan_chunks(job.frames, params.chunk_size, params.chunk_overlap)

@@ -337,6 +337,9 @@ def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None
         assert first["state"] == "done", first
         assert first["finished_frames"] == list(range(SHOT))
         assert first["progress"]["chunks"] == 3 and first["progress"]["fraction"] == 1.0
+        # the stored params name the models that ran, not "the default"
+        assert first["params"]["checkpoint"] and first["params"]["motion_adapter"]
+        assert all(net["model"] for net in first["params"]["controlnets"])
         frames = outputs(c, first)
         for data in frames.values():
             image = png_pixels(data)
