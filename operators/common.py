@@ -70,6 +70,40 @@ def connector(config: BackendConfig) -> Callable[[], BackendClient]:
     return lambda: BackendClient(connect(config))
 
 
+def reach_early(config: BackendConfig, blocking: bool) -> BackendClient | None:
+    """In a blocking run, find a dead backend before spending time on renders."""
+    if not blocking:
+        return None
+    client = BackendClient(connect(config))
+    client.health()
+    return client
+
+
+def fail(op: bpy.types.Operator, entry, message: str) -> set[str]:
+    """Mark the job entry failed and tell the user."""
+    entry.state, entry.message = "FAILED", message
+    op.report({"ERROR"}, f"Framesmith: {message}")
+    return {"CANCELLED"}
+
+
+def submit(
+    op: bpy.types.Operator,
+    scene: bpy.types.Scene,
+    entry,
+    runner_args: tuple[str, BackendConfig, BackendClient | None, Path],
+    request,
+    inputs: dict[tuple[str, int], Path],
+    blocking: bool,
+    warning: str | None,
+) -> set[str]:
+    """Hand the job to a runner thread (or run it to the end when blocking)."""
+    take, config, client, folder = runner_args
+    entry.state = "SUBMITTING"
+    connect_fn = (lambda: client) if client is not None else connector(config)
+    runner = JobRunner(take, connect_fn, folder, request=request, inputs=inputs)
+    return run(op, scene, runner, blocking, warning)
+
+
 def say(exc: Exception) -> str:
     """An exception as the sentence for the user (the backend's own words where it answered)."""
     return exc.detail if isinstance(exc, BackendError) else str(exc)

@@ -9,7 +9,6 @@ import bpy
 from bpy.props import EnumProperty
 
 from .. import compat
-from ..client.backend import connect
 from ..client.frames import (
     FrameRange,
     ImageStripInfo,
@@ -19,8 +18,6 @@ from ..client.frames import (
     strip_keys,
     take_folder,
 )
-from ..client.http import BackendClient
-from ..client.jobs import JobRunner
 from ..client.request import Shot, build_request
 from ..properties import to_settings
 from . import common, render, runtime
@@ -69,10 +66,7 @@ class FRAMESMITH_OT_inbetween(bpy.types.Operator):
                 "inbetween", to_settings(props), Shot(width, height, frame_range.frames, keys)
             )
             root, warning = common.output_root(props.output_dir)
-            client = None
-            if blocking:  # find a dead backend before spending time on renders
-                client = BackendClient(connect(config))
-                client.health()
+            client = common.reach_early(config, blocking)
         except common.PREPARE_ERRORS as exc:
             self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
             return {"CANCELLED"}
@@ -86,18 +80,10 @@ class FRAMESMITH_OT_inbetween(bpy.types.Operator):
             try:
                 key_files = render.render_stills(scene, keys, folder / "keys")
             except (RuntimeError, OSError) as exc:
-                entry.state, entry.message = "FAILED", f"rendering the keys failed: {exc}"
-                self.report({"ERROR"}, f"Framesmith: {entry.message}")
-                return {"CANCELLED"}
-        entry.state = "SUBMITTING"
-        runner = JobRunner(
-            take,
-            (lambda: client) if client is not None else common.connector(config),
-            folder,
-            request=request,
-            inputs={("keyframe", frame): path for frame, path in key_files.items()},
-        )
-        return common.run(self, scene, runner, blocking, warning)
+                return common.fail(self, entry, f"rendering the keys failed: {exc}")
+        inputs = {("keyframe", frame): path for frame, path in key_files.items()}
+        runner_args = (take, config, client, folder)
+        return common.submit(self, scene, entry, runner_args, request, inputs, blocking, warning)
 
 
 def key_positions(context: bpy.types.Context, source: str) -> tuple[list[float], str]:

@@ -7,10 +7,7 @@ from typing import ClassVar
 import bpy
 from bpy.props import EnumProperty
 
-from ..client.backend import connect
 from ..client.frames import resolve_range, take_folder
-from ..client.http import BackendClient
-from ..client.jobs import JobRunner
 from ..client.request import Shot, build_request
 from ..properties import to_settings
 from . import common, render, runtime
@@ -45,10 +42,7 @@ class FRAMESMITH_OT_stylize(bpy.types.Operator):
             shot = Shot(width, height, frame_range.frames, world_to_camera=camera_rotation(scene))
             request = build_request("stylize", to_settings(props), shot)
             root, warning = common.output_root(props.output_dir)
-            client = None
-            if blocking:  # find a dead backend before spending time on renders
-                client = BackendClient(connect(config))
-                client.health()
+            client = common.reach_early(config, blocking)
         except common.PREPARE_ERRORS as exc:
             self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
             return {"CANCELLED"}
@@ -62,18 +56,9 @@ class FRAMESMITH_OT_stylize(bpy.types.Operator):
         try:
             inputs = render.render_passes(scene, request.frames, passes, folder / "passes")
         except (RuntimeError, OSError) as exc:
-            entry.state, entry.message = "FAILED", f"rendering the passes failed: {exc}"
-            self.report({"ERROR"}, f"Framesmith: {entry.message}")
-            return {"CANCELLED"}
-        entry.state = "SUBMITTING"
-        runner = JobRunner(
-            take,
-            (lambda: client) if client is not None else common.connector(config),
-            folder,
-            request=request,
-            inputs=inputs,
-        )
-        return common.run(self, scene, runner, blocking, warning)
+            return common.fail(self, entry, f"rendering the passes failed: {exc}")
+        runner_args = (take, config, client, folder)
+        return common.submit(self, scene, entry, runner_args, request, inputs, blocking, warning)
 
 
 def camera_rotation(scene: bpy.types.Scene) -> tuple[tuple[float, ...], ...] | None:
