@@ -21,18 +21,14 @@ class FRAMESMITH_OT_backend_check(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            config = common.backend(context)
-        except common.UserError as exc:
-            self.report({"ERROR"}, f"Framesmith: {exc}")
-            return {"CANCELLED"}
-        ok, lines = runtime.backend_call(
+        return common.backend_action(
+            self,
+            context,
             "Checking the backend",
-            lambda: check(connect(config, start=False)),
+            lambda config: lambda: check(connect(config, start=False)),
             runtime.should_wait(self.wait),
+            all_lines=True,
         )
-        self.report({"INFO"} if ok else {"ERROR"}, "Framesmith: " + "; ".join(lines))
-        return {"FINISHED"} if ok else {"CANCELLED"}
 
 
 classes = (FRAMESMITH_OT_backend_check,)

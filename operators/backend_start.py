@@ -21,18 +21,13 @@ class FRAMESMITH_OT_backend_start(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            config = common.backend(context)
-        except common.UserError as exc:
-            self.report({"ERROR"}, f"Framesmith: {exc}")
-            return {"CANCELLED"}
-        ok, lines = runtime.backend_call(
+        return common.backend_action(
+            self,
+            context,
             "Starting the backend",
-            lambda: check(connect(config, start=True)),
+            lambda config: lambda: check(connect(config, start=True)),
             runtime.should_wait(self.wait),
         )
-        self.report({"INFO"} if ok else {"ERROR"}, f"Framesmith: {lines[0]}")
-        return {"FINISHED"} if ok else {"CANCELLED"}
 
 
 classes = (FRAMESMITH_OT_backend_start,)

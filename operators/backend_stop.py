@@ -7,8 +7,8 @@ from typing import ClassVar
 import bpy
 from bpy.props import EnumProperty
 
-from ..client.backend import BackendMode, stop_local
-from . import common, runtime
+from ..client.backend import BackendConfig, BackendMode, stop_local
+from . import common
 
 
 class FRAMESMITH_OT_backend_stop(bpy.types.Operator):
@@ -21,22 +21,17 @@ class FRAMESMITH_OT_backend_stop(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        try:
-            config = common.backend(context)
-        except common.UserError as exc:
-            self.report({"ERROR"}, f"Framesmith: {exc}")
-            return {"CANCELLED"}
-        if config.mode is BackendMode.REMOTE:
-            self.report({"ERROR"}, "Framesmith: a remote backend is stopped on its own machine")
-            return {"CANCELLED"}
+        def make_call(config: BackendConfig):
+            if config.mode is BackendMode.REMOTE:
+                raise common.UserError("a remote backend is stopped on its own machine")
 
-        def stop() -> list[str]:
-            stopped = stop_local(config)
-            return ["Backend stopped" if stopped else "No local backend was running"]
+            def stop() -> list[str]:
+                stopped = stop_local(config)
+                return ["Backend stopped" if stopped else "No local backend was running"]
 
-        ok, lines = runtime.backend_call("Stopping the backend", stop, True)
-        self.report({"INFO"} if ok else {"ERROR"}, f"Framesmith: {lines[0]}")
-        return {"FINISHED"} if ok else {"CANCELLED"}
+            return stop
+
+        return common.backend_action(self, context, "Stopping the backend", make_call, True)
 
 
 classes = (FRAMESMITH_OT_backend_stop,)

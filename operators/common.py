@@ -104,6 +104,28 @@ def submit(
     return run(op, scene, runner, blocking, warning)
 
 
+def backend_action(
+    op: bpy.types.Operator,
+    context: bpy.types.Context,
+    title: str,
+    make_call: Callable[[BackendConfig], Callable[[], list[str]]],
+    blocking: bool,
+    *,
+    all_lines: bool = False,
+) -> set[str]:
+    """Start, stop or check the backend: `make_call` may refuse with a UserError; the call runs
+    now (blocking) or on a thread, and its first line (or all of them) is reported."""
+    try:
+        call = make_call(backend(context))
+    except UserError as exc:
+        op.report({"ERROR"}, f"Framesmith: {exc}")
+        return {"CANCELLED"}
+    ok, lines = runtime.backend_call(title, call, blocking)
+    text = "; ".join(lines) if all_lines else lines[0]
+    op.report({"INFO"} if ok else {"ERROR"}, f"Framesmith: {text}")
+    return {"FINISHED"} if ok else {"CANCELLED"}
+
+
 def say(exc: Exception) -> str:
     """An exception as the sentence for the user (the backend's own words where it answered)."""
     return exc.detail if isinstance(exc, BackendError) else str(exc)
