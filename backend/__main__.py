@@ -1,4 +1,4 @@
-"""Command line: serve, make-tiny-models, doctor."""
+"""Command line: serve, make-tiny-models, doctor, bench."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     tiny.add_argument("dest", type=Path)
     doctor = sub.add_parser("doctor", help="check this environment and a models folder")
     doctor.add_argument("--models", type=Path, default=None)
+    from .bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(sub.add_parser("bench", help="run a benchmark and print its figures"))
 
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -36,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         from .doctor import run
 
         return run(args.models)
+    if args.command == "bench":
+        from .bench import run as run_bench
+
+        return run_bench(args)
     return 2
 
 

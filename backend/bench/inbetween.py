@@ -1,0 +1,14 @@
+"""Placeholder: replaced by the inbetween benchmark."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    print("not written yet")
+    return 1
