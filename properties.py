@@ -61,6 +61,37 @@ class FRAMESMITH_PG_job(bpy.types.PropertyGroup):
     strip: StringProperty(name="Strip")
 
 
+# Menus of the models the backend listed at its last check (nothing is fetched while drawing).
+# Each menu writes the chosen name into a plain string property, so the .blend keeps the name,
+# not a position in a list that changes with the models folder.
+DEFAULT_MODEL = "DEFAULT"
+_menu_items: dict[str, list[tuple[str, str, str, int]]] = {}  # Blender needs them kept alive
+
+
+def _model_menu(attr: str, kind: str, default_label: str) -> EnumProperty:
+    def items(self, _context) -> list[tuple[str, str, str, int]]:
+        from .operators import runtime
+
+        names = getattr(runtime.model_choices(), kind)
+        listed = [(DEFAULT_MODEL, default_label, "Let the backend choose", 0)]
+        listed += [(name, name, "", i + 1) for i, name in enumerate(names)]
+        current = getattr(self, attr)
+        if current and current not in names:
+            listed.append((current, f"{current} (not listed)", "", len(listed)))
+        _menu_items[f"{attr}:{self.as_pointer()}"] = listed
+        return listed
+
+    def get(self) -> int:
+        current = getattr(self, attr)
+        return next((n for ident, _, _, n in items(self, None) if ident == current), 0)
+
+    def set(self, value: int) -> None:
+        ident = next((i for i, _, _, n in items(self, None) if n == value), DEFAULT_MODEL)
+        setattr(self, attr, "" if ident == DEFAULT_MODEL else ident)
+
+    return EnumProperty(name=attr.replace("_", " ").title(), items=items, get=get, set=set)
+
+
 class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     # --- stylize
     prompt: StringProperty(name="Prompt", description="What the stylized frames should look like")
@@ -93,6 +124,17 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
             ("LCM", "LCM", "For LCM models and LoRAs (few steps)"),
         ),
     )
+    checkpoint: StringProperty(
+        name="Checkpoint", description="SD1.5-family checkpoint; empty: the first installed"
+    )
+    motion_adapter: StringProperty(
+        name="Motion Adapter", description="AnimateDiff motion module; empty: the first installed"
+    )
+    lora: StringProperty(name="LoRA", description="LoRA to apply; empty: none")
+    lora_weight: FloatProperty(name="LoRA Weight", default=1.0, min=-4.0, max=4.0)
+    checkpoint_menu: _model_menu("checkpoint", "checkpoints", "First Installed")
+    motion_adapter_menu: _model_menu("motion_adapter", "motion_adapters", "First Installed")
+    lora_menu: _model_menu("lora", "loras", "No LoRA")
     chunk_size: IntProperty(name="Chunk", default=16, min=2, max=64)
     overlap: IntProperty(name="Overlap", default=4, min=0, max=32)
     controlnet_depth: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Depth")
@@ -177,6 +219,10 @@ def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
         inbetween_method=props.inbetween_method.lower(),
         on_twos=props.on_twos,
         flow_preset=props.flow_preset,
+        checkpoint=props.checkpoint,
+        motion_adapter=props.motion_adapter,
+        lora=props.lora,
+        lora_weight=props.lora_weight,
     )
 
 

@@ -95,12 +95,36 @@ def stop_local(config: BackendConfig) -> bool:
     return stop(config.data_dir)
 
 
+@dataclass(frozen=True)
+class ModelChoices:
+    """Installed model names the scene settings can choose from, per kind (from /v1/models)."""
+
+    checkpoints: tuple[str, ...] = ()
+    motion_adapters: tuple[str, ...] = ()
+    loras: tuple[str, ...] = ()
+
+    @classmethod
+    def from_listing(cls, models: Any) -> ModelChoices:
+        installed = models.get("installed", {}) if isinstance(models, dict) else {}
+
+        def names(kind: str) -> tuple[str, ...]:
+            entries = installed.get(kind, []) if isinstance(installed, dict) else []
+            return tuple(sorted({str(e["name"]) for e in entries if isinstance(e, dict)}))
+
+        return cls(names("checkpoint"), names("motion_adapter"), names("lora"))
+
+
 def check(connection: Connection) -> list[str]:
     """Health and models of a backend, as lines a user can act on."""
+    return check_models(connection)[0]
+
+
+def check_models(connection: Connection) -> tuple[list[str], ModelChoices]:
+    """`check()`, plus the model names to offer in the settings."""
     client = BackendClient(connection)
     health = client.health()
     models = client.models()
-    return describe(health, models)
+    return describe(health, models), ModelChoices.from_listing(models)
 
 
 def describe(health: dict[str, Any], models: dict[str, Any]) -> list[str]:

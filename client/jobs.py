@@ -1,7 +1,8 @@
 """The job runner: a daemon thread that drives one backend job and reports through a queue.
 
-Upload → start → poll → download, each finished frame written atomically into the take folder as
-soon as the backend has it. The thread never touches bpy: it posts typed messages, and Blender's
+Create → upload → start → poll → download, each finished frame written atomically into the take
+folder as soon as the backend has it. Inputs may arrive while the thread runs (an `InputFeed`:
+Blender renders one frame per timer tick and hands each file over as it is written). The thread never touches bpy: it posts typed messages, and Blender's
 main thread (a timer, or a background-mode operator) drains them. A runner can also re-attach to
 a job that already exists (by id) and fetch what it is missing.
 """
@@ -70,6 +71,7 @@ class Failed:
     take: str
     job_id: str | None
     message: str
+    unreachable: bool = False  # no backend answered: the job itself may live on there
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,47 @@ FINAL = (Done, Failed, Canceled)
 
 class _Stop(Exception):
     """The runner was told to stop (cancel or detach) between two steps."""
+
+
+class InputFeed:
+    """Input files handed from Blender's main thread to a runner while it runs.
+
+    The main thread `put()`s (pass, frame, file) as each render is written and `close()`s the feed
+    after the last one; the runner uploads each as it comes. Thread-safe.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self._items: queue.Queue[tuple[str, int, Path] | None] = queue.Queue()
+        self._closed = False
+
+    @classmethod
+    def complete(cls, inputs: Mapping[tuple[str, int], Path]) -> InputFeed:
+        """A closed feed holding inputs that are all on disk already."""
+        feed = cls(len(inputs))
+        for (pass_name, frame), path in sorted(inputs.items()):
+            feed.put(pass_name, frame, path)
+        feed.close()
+        return feed
+
+    def put(self, pass_name: str, frame: int, path: Path) -> None:
+        if self._closed:
+            raise RuntimeError("the input feed is closed")
+        self._items.put((pass_name, frame, path))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._items.put(None)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def next(self, timeout: float) -> tuple[str, int, Path] | None:
+        """The next input; None once the feed is closed and empty. Raises queue.Empty when
+        nothing came within `timeout` (the runner then checks whether it was told to stop)."""
+        return self._items.get(timeout=timeout)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -107,7 +150,8 @@ class JobRunner:
     message (Done, Failed or Canceled).
 
     `connect` runs on the worker thread (it may start a local backend). Give either `request` and
-    `inputs` (pass, frame) → file for a new job, or `job_id` to re-attach to an existing one.
+    its inputs — a mapping (pass, frame) → file, or an `InputFeed` still being filled — for a new
+    job, or `job_id` to re-attach to an existing one.
     """
 
     def __init__(
@@ -117,7 +161,7 @@ class JobRunner:
         output_dir: Path,
         *,
         request: Request | None = None,
-        inputs: Mapping[tuple[str, int], Path] | None = None,
+        inputs: Mapping[tuple[str, int], Path] | InputFeed | None = None,
         job_id: str | None = None,
         poll_interval: float = 0.25,
         reconnect_grace: float = 20.0,
@@ -127,13 +171,14 @@ class JobRunner:
         self.take = take
         self.output_dir = output_dir
         self.request = request
-        self.inputs = dict(inputs or {})
+        self.inputs = inputs if isinstance(inputs, InputFeed) else InputFeed.complete(inputs or {})
         self.job_id = job_id
         self.messages: queue.Queue[Message] = queue.Queue()
         self._connect = connect
         self._poll_interval = poll_interval
         self._reconnect_grace = reconnect_grace
         self._cancel = threading.Event()
+        self._abort_message: str | None = None
         self._detach = threading.Event()
         self._wake = threading.Event()
         self._fetched: set[int] = set()
@@ -150,6 +195,12 @@ class JobRunner:
         """Cancel the job on the backend too; the final message will be Canceled."""
         self._cancel.set()
         self._wake.set()
+
+    def abort(self, message: str) -> None:
+        """Cancel because something on Blender's side failed (a render): the job is canceled on
+        the backend and the final message is Failed with `message`."""
+        self._abort_message = message
+        self.cancel()
 
     def detach(self) -> None:
         """Stop this thread but leave the backend job running (it can be re-attached later)."""
@@ -175,9 +226,14 @@ class JobRunner:
             self._post(self._run(client))
         except _Stop:
             if self._cancel.is_set():
-                self._post(self._cancel_on_backend(client))
+                final = self._cancel_on_backend(client)
+                if self._abort_message is not None:
+                    final = Failed(self.take, self.job_id, self._abort_message)
+                self._post(final)
             # detached: nothing more to say; the job lives on in the backend
-        except (BackendError, BackendUnreachable, LaunchError) as exc:
+        except (BackendUnreachable, LaunchError) as exc:
+            self._post(Failed(self.take, self.job_id, _sentence(exc), unreachable=True))
+        except BackendError as exc:
             self._post(Failed(self.take, self.job_id, _sentence(exc)))
         except OSError as exc:
             self._post(
@@ -209,6 +265,13 @@ class JobRunner:
                 self._wait()
                 continue
             state = job["state"]
+            if state == "awaiting_inputs":
+                # Only a re-attached job is polled before its start: its inputs never all came.
+                return Failed(
+                    self.take,
+                    self._id,
+                    "Blender stopped before all the inputs were sent; run the take again",
+                )
             self._fetch(client, job["finished_frames"])
             progress = job.get("progress", {})
             self._post(
@@ -238,9 +301,24 @@ class JobRunner:
         job = client.create_job(self.request.job_body(), idempotency_key=self.take)
         self.job_id = job["id"]
         self._post(Created(self.take, self.job_id, self.request.kind.value, self.request.to_json()))
-        for (pass_name, frame), path in sorted(self.inputs.items()):
+        sent = 0
+        while True:
             self._check()
+            try:
+                item = self.inputs.next(timeout=self._poll_interval)
+            except queue.Empty:
+                continue  # the next render is not written yet
+            if item is None:
+                break
+            pass_name, frame, path = item
             client.upload(self.job_id, pass_name, frame, path.read_bytes())
+            sent += 1
+            total = max(self.inputs.expected, sent)
+            self._post(
+                Progress(
+                    self.take, self.job_id, "awaiting_inputs", "uploading", sent, total, 0.0, 0
+                )
+            )
         self._check()
         client.start(self.job_id)
 

@@ -85,6 +85,11 @@ class Settings:
     inbetween_method: str = InbetweenMethod.FLOW.value
     on_twos: bool = False
     flow_preset: str = "medium"
+    # model names from the backend's listing; "" lets the backend take the first installed one
+    checkpoint: str = ""
+    motion_adapter: str = ""
+    lora: str = ""  # "": no LoRA
+    lora_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,10 @@ class StylizeRequest:
     chunk_size: int = 16
     overlap: int = 4
     world_to_camera: tuple[tuple[float, ...], ...] | None = None
+    checkpoint: str = ""
+    motion_adapter: str = ""
+    lora: str = ""
+    lora_weight: float = 1.0
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -185,6 +194,11 @@ class StylizeRequest:
         }
         if self.world_to_camera is not None:
             params["world_to_camera"] = [list(row) for row in self.world_to_camera]
+        for key in ("checkpoint", "motion_adapter"):
+            if getattr(self, key):
+                params[key] = getattr(self, key)
+        if self.lora:
+            params["lora"] = {"name": self.lora, "weight": self.lora_weight}
         return params
 
     @property
@@ -287,6 +301,10 @@ def from_job(job: Mapping[str, Any]) -> Request:
             **common,
             **{k: v for k, v in params.items() if k in known},
         )
+    lora = params.pop("lora", None)
+    if isinstance(lora, dict):  # the backend's {"name", "weight"}: flat, as the request holds it
+        params["lora"], params["lora_weight"] = str(lora.get("name", "")), lora.get("weight", 1.0)
+    params = {k: v for k, v in params.items() if v is not None}  # None: the backend's default
     data = {"schema": SCHEMA, "kind": kind.value, **common, **params}
     known = {f.name for f in fields(StylizeRequest)} | {"schema", "kind"}
     data["frames"] = list(common["frames"])
@@ -379,6 +397,10 @@ def _stylize(
         chunk_size=int(settings.chunk_size),
         overlap=int(settings.overlap),
         world_to_camera=_matrix(shot.world_to_camera) if uses_normals else None,
+        checkpoint=settings.checkpoint.strip(),
+        motion_adapter=settings.motion_adapter.strip(),
+        lora=settings.lora.strip(),
+        lora_weight=_ui(settings.lora_weight),
     )
     if not request.uses_beauty and not units:
         raise RequestError(

@@ -10,6 +10,7 @@ from . import (
     cancel,
     inbetween,
     open_folder,
+    reattach,
     reimport,
     runtime,
     stylize,
@@ -25,6 +26,7 @@ _modules = (
     backend_stop,
     backend_check,
     open_folder,
+    reattach,
 )
 
 

@@ -7,7 +7,6 @@ from typing import ClassVar
 import bpy
 from bpy.props import EnumProperty
 
-from ..client.backend import check, connect
 from . import common, runtime
 
 
@@ -21,12 +20,18 @@ class FRAMESMITH_OT_backend_check(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        return self._act(context, runtime.should_wait(self.wait))
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event | None) -> set[str]:
+        return self._act(context, self.wait == "WAIT")
+
+    def _act(self, context: bpy.types.Context, blocking: bool) -> set[str]:
         return common.backend_action(
             self,
             context,
             "Checking the backend",
-            lambda config: lambda: check(connect(config, start=False)),
-            runtime.should_wait(self.wait),
+            common.checking(start=False),
+            blocking,
             all_lines=True,
         )
 

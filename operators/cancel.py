@@ -24,6 +24,12 @@ class FRAMESMITH_OT_cancel(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        return self._cancel(context, runtime.should_wait(self.wait))
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event | None) -> set[str]:
+        return self._cancel(context, self.wait == "WAIT")
+
+    def _cancel(self, context: bpy.types.Context, blocking: bool) -> set[str]:
         props = context.scene.framesmith
         entry = find_job(props, self.job) if self.job else _active(props)
         if entry is None:
@@ -34,8 +40,8 @@ class FRAMESMITH_OT_cancel(bpy.types.Operator):
             return {"CANCELLED"}
         watched = runtime.runner(entry.take)
         if watched is not None:
-            watched.cancel()  # the runner cancels on the backend and reports Canceled
-            if runtime.should_wait(self.wait):
+            runtime.cancel(entry.take)  # the runner cancels on the backend and reports Canceled
+            if blocking:
                 watched.join()
                 runtime.tick()
             return {"FINISHED"}
@@ -52,7 +58,7 @@ class FRAMESMITH_OT_cancel(bpy.types.Operator):
             entry.take, common.connector(config), Path(entry.folder), job_id=entry.job_id
         )
         runner.cancel()
-        return common.run(self, context.scene, runner, runtime.should_wait(self.wait))
+        return common.run(self, context.scene, runner, blocking)
 
 
 def _active(props):

@@ -1,23 +1,26 @@
-"""Small pieces every job operator needs: the wait option, the output folder, a connection."""
+"""Small pieces every job operator needs: the wait option, the output folder, a connection, and
+starting a job (blocking, or handed to the runtime so nothing waits on the main thread)."""
 
 from __future__ import annotations
 
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
 
 from .. import preferences
-from ..client.backend import BackendConfig, connect
-from ..client.frames import FrameError
+from ..client.backend import BackendConfig, check_models, connect
+from ..client.frames import FrameError, FrameRange, take_folder
 from ..client.http import BackendClient, BackendError, BackendUnreachable
-from ..client.jobs import Canceled, Done, JobRunner
+from ..client.jobs import Canceled, Done, InputFeed, JobRunner
 from ..client.launcher import LaunchError
-from ..client.request import RequestError
+from ..client.request import Request, RequestError
 from ..properties import find_job
 from . import runtime
+from .render import FrameRenders
 
 WAIT_ITEMS = (
     ("AUTO", "Auto", "Wait for the result only in background mode (blender -b, scripts)"),
@@ -86,22 +89,78 @@ def fail(op: bpy.types.Operator, entry, message: str) -> set[str]:
     return {"CANCELLED"}
 
 
-def submit(
-    op: bpy.types.Operator,
-    scene: bpy.types.Scene,
-    entry,
-    runner_args: tuple[str, BackendConfig, BackendClient | None, Path],
-    request,
-    inputs: dict[tuple[str, int], Path],
-    blocking: bool,
-    warning: str | None,
-) -> set[str]:
-    """Hand the job to a runner thread (or run it to the end when blocking)."""
-    take, config, client, folder = runner_args
+@dataclass
+class JobPlan:
+    """A checked job, before anything is rendered or sent: what to send, what to render first
+    (`render_frames` × `render_passes`, or beauty stills as keys when no passes are named) into
+    the take's `render_subdir`, and which inputs are on disk already."""
+
+    kind: str  # STYLIZE or INBETWEEN
+    request: Request
+    config: BackendConfig
+    root: Path
+    frame_range: FrameRange
+    warning: str | None = None
+    client: BackendClient | None = None  # reached already (blocking runs)
+    render_frames: tuple[int, ...] = ()
+    render_passes: tuple[str, ...] = ()
+    render_subdir: str = "passes"
+    given: dict[tuple[str, int], Path] = field(default_factory=dict)
+
+
+def _begin(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan):
+    if plan.warning:
+        op.report({"WARNING"}, plan.warning)
+    take = new_take()
+    folder = take_folder(plan.root, plan.kind.lower(), take)
+    entry = runtime.add_job(
+        scene,
+        take,
+        plan.kind,
+        folder,
+        plan.frame_range.start,
+        plan.frame_range.end,
+        plan.request.to_json(),
+    )
+    renders = None
+    if plan.render_frames:
+        renders = FrameRenders(plan.render_frames, folder / plan.render_subdir, plan.render_passes)
+    return entry, folder, renders
+
+
+def start(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan) -> str:
+    """Start the job without waiting for anything: the runner thread connects, creates the job
+    and uploads each input as it comes; the renders are done one frame per `runtime.advance()`.
+    Returns the take."""
+    entry, folder, renders = _begin(op, scene, plan)
+    expected = len(plan.given) + (len(renders.frames) * renders.per_frame if renders else 0)
+    feed = InputFeed(expected)
+    for (pass_name, frame), path in sorted(plan.given.items()):
+        feed.put(pass_name, frame, path)
+    if renders is None:
+        feed.close()
+    entry.state = "SUBMITTING" if renders is None else "PREPARING"
+    runner = JobRunner(
+        entry.take, connector(plan.config), folder, request=plan.request, inputs=feed
+    )
+    runtime.watch(runner, scene, renders)
+    return entry.take
+
+
+def run_to_end(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan) -> set[str]:
+    """Render every input, then run the job to its end on this thread's watch (background)."""
+    entry, folder, renders = _begin(op, scene, plan)
+    inputs = dict(plan.given)
+    if renders is not None:
+        try:
+            inputs.update(renders.all(scene))
+        except (RuntimeError, OSError) as exc:
+            return fail(op, entry, f"rendering failed: {exc}")
     entry.state = "SUBMITTING"
-    connect_fn = (lambda: client) if client is not None else connector(config)
-    runner = JobRunner(take, connect_fn, folder, request=request, inputs=inputs)
-    return run(op, scene, runner, blocking, warning)
+    client = plan.client
+    connect_fn = (lambda: client) if client is not None else connector(plan.config)
+    runner = JobRunner(entry.take, connect_fn, folder, request=plan.request, inputs=inputs)
+    return run(op, scene, runner, True)
 
 
 def backend_action(
@@ -124,6 +183,21 @@ def backend_action(
     text = "; ".join(lines) if all_lines else lines[0]
     op.report({"INFO"} if ok else {"ERROR"}, f"Framesmith: {text}")
     return {"FINISHED"} if ok else {"CANCELLED"}
+
+
+def checking(start: bool) -> Callable[[BackendConfig], Callable[[], list[str]]]:
+    """The backend call of Check and Start: health and models as lines; the installed model
+    names are kept for the settings' model menus."""
+
+    def make_call(config: BackendConfig) -> Callable[[], list[str]]:
+        def call() -> list[str]:
+            lines, choices = check_models(connect(config, start=start))
+            runtime.remember_models(choices)
+            return lines
+
+        return call
+
+    return make_call
 
 
 def say(exc: Exception) -> str:

@@ -16,16 +16,15 @@ from ..client.frames import (
     key_frames,
     resolve_range,
     strip_keys,
-    take_folder,
 )
 from ..client.request import Shot, build_request
 from ..properties import to_settings
-from . import common, render, runtime
+from . import common, modal, render
 
 KEY_FORMATS = (".png", ".exr")
 
 
-class FRAMESMITH_OT_inbetween(bpy.types.Operator):
+class FRAMESMITH_OT_inbetween(modal.JobOperator, bpy.types.Operator):
     """Fill every frame between the keys: keys rendered at the active object's keyframes or at
     markers, or taken from the selected image strips; the result lands as a strip above"""
 
@@ -39,10 +38,9 @@ class FRAMESMITH_OT_inbetween(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return context.scene is not None
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def plan(self, context: bpy.types.Context, blocking: bool) -> common.JobPlan | None:
         scene = context.scene
         props = scene.framesmith
-        blocking = runtime.should_wait(self.wait)
         source = props.inbetween_source
         try:
             config = common.backend(context)
@@ -69,21 +67,19 @@ class FRAMESMITH_OT_inbetween(bpy.types.Operator):
             client = common.reach_early(config, blocking)
         except common.PREPARE_ERRORS as exc:
             self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
-            return {"CANCELLED"}
-
-        take = common.new_take()
-        folder = take_folder(root, "inbetween", take)
-        entry = runtime.add_job(
-            scene, take, "INBETWEEN", folder, frame_range.start, frame_range.end, request.to_json()
+            return None
+        return common.JobPlan(
+            "INBETWEEN",
+            request,
+            config,
+            root,
+            frame_range,
+            warning,
+            client,
+            render_frames=() if key_files else keys,
+            render_subdir="keys",
+            given={("keyframe", frame): path for frame, path in key_files.items()},
         )
-        if not key_files:
-            try:
-                key_files = render.render_stills(scene, keys, folder / "keys")
-            except (RuntimeError, OSError) as exc:
-                return common.fail(self, entry, f"rendering the keys failed: {exc}")
-        inputs = {("keyframe", frame): path for frame, path in key_files.items()}
-        runner_args = (take, config, client, folder)
-        return common.submit(self, scene, entry, runner_args, request, inputs, blocking, warning)
 
 
 def key_positions(context: bpy.types.Context, source: str) -> tuple[list[float], str]:

@@ -11,10 +11,10 @@ from bpy.props import EnumProperty, StringProperty
 from ..client.frames import take_folder
 from ..client.jobs import JobRunner
 from ..properties import find_job
-from . import common, runtime
+from . import common, modal, runtime
 
 
-class FRAMESMITH_OT_reimport(bpy.types.Operator):
+class FRAMESMITH_OT_reimport(modal.FollowJob, bpy.types.Operator):
     """Fetch the job's frames from the backend (they are kept there) and import them as a new
     strip; works after Blender was closed or the connection dropped"""
 
@@ -26,6 +26,22 @@ class FRAMESMITH_OT_reimport(bpy.types.Operator):
     wait: EnumProperty(name="Wait", items=common.WAIT_ITEMS, options={"SKIP_SAVE"})
 
     def execute(self, context: bpy.types.Context) -> set[str]:
+        runner = self._runner(context)
+        if runner is None:
+            return {"CANCELLED"}
+        return common.run(self, context.scene, runner, runtime.should_wait(self.wait))
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event | None) -> set[str]:
+        if self.wait == "WAIT":
+            return self.execute(context)
+        runner = self._runner(context)
+        if runner is None:
+            return {"CANCELLED"}
+        runtime.watch(runner, context.scene)
+        return self.follow(context, runner.take)
+
+    def _runner(self, context: bpy.types.Context) -> JobRunner | None:
+        """A runner that re-attaches to the job (not started), or None when refused."""
         scene = context.scene
         props = scene.framesmith
         if self.job:
@@ -51,12 +67,11 @@ class FRAMESMITH_OT_reimport(bpy.types.Operator):
                 entry.job_id = self.job
         except common.UserError as exc:
             self.report({"ERROR"}, f"Framesmith: {exc}")
-            return {"CANCELLED"}
+            return None
         entry.state, entry.message = "SUBMITTING", ""
-        runner = JobRunner(
+        return JobRunner(
             entry.take, common.connector(config), Path(entry.folder), job_id=entry.job_id
         )
-        return common.run(self, scene, runner, runtime.should_wait(self.wait))
 
 
 classes = (FRAMESMITH_OT_reimport,)

@@ -1,9 +1,15 @@
-"""Stills through Blender's own renderer (whatever engine the scene uses), as PNG files."""
+"""Stills and render passes through Blender's own renderer (whatever engine the scene uses).
+
+Background runs render every frame in one go; interactive runs render one frame per timer tick
+(`FrameRenders.step()`), the scene's settings put back after each frame, so Blender answers the
+user between two frames.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bpy
@@ -46,17 +52,18 @@ def _png_output(scene: bpy.types.Scene) -> Iterator[None]:
 def render_stills(scene: bpy.types.Scene, frames: Iterable[int], folder: Path) -> dict[int, Path]:
     """Render each frame to folder/<frame>.png; frame → file."""
     folder.mkdir(parents=True, exist_ok=True)
-    done: dict[int, Path] = {}
     with _png_output(scene):
-        for frame in frames:
-            scene.frame_set(frame)
-            path = folder / frame_file(frame)
-            scene.render.filepath = str(path)
-            bpy.ops.render.render(write_still=True, scene=scene.name)
-            if not path.is_file():
-                raise RuntimeError(f"Blender did not write the render of frame {frame} to {path}")
-            done[frame] = path
-    return done
+        return {frame: _still(scene, frame, folder) for frame in frames}
+
+
+def _still(scene: bpy.types.Scene, frame: int, folder: Path) -> Path:
+    scene.frame_set(frame)
+    path = folder / frame_file(frame)
+    scene.render.filepath = str(path)
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    if not path.is_file():
+        raise RuntimeError(f"Blender did not write the render of frame {frame} to {path}")
+    return path
 
 
 def output_size(scene: bpy.types.Scene) -> tuple[int, int]:
@@ -151,12 +158,67 @@ def render_passes(
     done: dict[tuple[str, int], Path] = {}
     with _pass_output(scene, passes, folder):
         for frame in frames:
-            scene.frame_set(frame)
-            bpy.ops.render.render(scene=scene.name)
-            for name in passes:
-                ext = "exr" if PASS_SOCKETS[name][1] == "OPEN_EXR" else "png"
-                path = folder / name / f"{frame_file(frame)[:-4]}.{ext}"
-                if not path.is_file():
-                    raise RuntimeError(f"Blender did not write the {name} pass of frame {frame}")
-                done[(name, frame)] = path
+            done.update(_passes(scene, frame, passes, folder))
     return done
+
+
+def _passes(
+    scene: bpy.types.Scene, frame: int, passes: list[str], folder: Path
+) -> dict[tuple[str, int], Path]:
+    scene.frame_set(frame)
+    bpy.ops.render.render(scene=scene.name)
+    done = {}
+    for name in passes:
+        ext = "exr" if PASS_SOCKETS[name][1] == "OPEN_EXR" else "png"
+        path = folder / name / f"{frame_file(frame)[:-4]}.{ext}"
+        if not path.is_file():
+            raise RuntimeError(f"Blender did not write the {name} pass of frame {frame}")
+        done[(name, frame)] = path
+    return done
+
+
+@dataclass
+class FrameRenders:
+    """The renders a job still needs: beauty stills named as `still_pass` inputs (keys), or the
+    listed `passes` of each frame. Files land in `folder`; (input pass, frame) → file."""
+
+    frames: tuple[int, ...]
+    folder: Path
+    passes: tuple[str, ...] = ()
+    still_pass: str = "keyframe"
+    done: int = 0  # frames rendered so far
+    _files: dict[tuple[str, int], Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def per_frame(self) -> int:
+        """Input files each frame gives."""
+        return len(self.passes) or 1
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= len(self.frames)
+
+    def step(self, scene: bpy.types.Scene) -> dict[tuple[str, int], Path]:
+        """Render the next frame alone (settings set up and put back around it); its files."""
+        frame = self.frames[self.done]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if self.passes:
+            with _pass_output(scene, list(self.passes), self.folder):
+                files = _passes(scene, frame, list(self.passes), self.folder)
+        else:
+            with _png_output(scene):
+                files = {(self.still_pass, frame): _still(scene, frame, self.folder)}
+        self.done += 1
+        self._files.update(files)
+        return files
+
+    def all(self, scene: bpy.types.Scene) -> dict[tuple[str, int], Path]:
+        """Render every remaining frame in one go (background runs); every file so far."""
+        rest = self.frames[self.done :]
+        if self.passes:
+            self._files.update(render_passes(scene, rest, list(self.passes), self.folder))
+        else:
+            stills = render_stills(scene, rest, self.folder)
+            self._files.update({(self.still_pass, f): p for f, p in stills.items()})
+        self.done = len(self.frames)
+        return dict(self._files)

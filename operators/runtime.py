@@ -1,9 +1,11 @@
 """What runs right now (not saved): watched job runners, backend calls, the backend's status, and
 the timer that applies worker-thread messages to the scene on Blender's main thread.
 
-Interactive runs start a runner and return; `tick()` (a bpy.app.timers function) drains the
-queues. Background runs (`blender -b`, scripts) call `run_blocking()`, which drains the same
-messages with the same `apply()` until the job ends.
+Interactive runs start a runner and return; `advance()` renders the job's next input frame (if it
+still needs renders) and applies what the runner said. An operator's modal handler calls it for
+its own job; `tick()` (a bpy.app.timers function) for every other watched job. Background runs
+(`blender -b`, scripts) call `run_blocking()`, which drains the same messages with the same
+`apply()` until the job ends.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 import bpy
 
 from .. import properties
+from ..client.backend import ModelChoices
 from ..client.frames import FrameError
 from ..client.jobs import FINAL, Canceled, Created, Done, Failed, FrameReady, JobRunner, Message
 from ..client.jobs import Progress as JobProgress
 from . import strips
+from .render import FrameRenders
 
 TICK = 0.2  # seconds between two drains of the queues while something runs
 
@@ -29,6 +33,8 @@ TICK = 0.2  # seconds between two drains of the queues while something runs
 class Watched:
     runner: JobRunner
     scene_name: str
+    renders: FrameRenders | None = None  # input frames still to render, one per advance()
+    modal: bool = False  # an operator's modal handler advances it (the timer only drains it)
 
 
 @dataclass
@@ -47,6 +53,17 @@ class _Call:
 _watched: dict[str, Watched] = {}
 _calls: list[_Call] = []
 _status = BackendStatus()
+_models = ModelChoices()  # from the last backend check; never fetched while drawing
+
+
+def model_choices() -> ModelChoices:
+    return _models
+
+
+def remember_models(choices: ModelChoices) -> None:
+    """Called from a backend call's thread: one reference swap, read by the main thread."""
+    global _models
+    _models = choices
 
 
 def backend_status() -> BackendStatus:
@@ -62,14 +79,95 @@ def watching(take: str) -> bool:
     return take in _watched
 
 
+def rendering(take: str) -> bool:
+    """Whether a watched job still has input frames to render."""
+    watched = _watched.get(take)
+    return watched is not None and watched.renders is not None
+
+
 # --- jobs ------------------------------------------------------------------------------------
 
 
-def watch(job_runner: JobRunner, scene: bpy.types.Scene) -> None:
-    """Start the runner on its thread; the timer applies what it says to `scene`."""
-    _watched[job_runner.take] = Watched(job_runner, scene.name)
+def watch(
+    job_runner: JobRunner, scene: bpy.types.Scene, renders: FrameRenders | None = None
+) -> None:
+    """Start the runner on its thread; `advance()` renders what it still needs (into its input
+    feed) and applies what it says to `scene`."""
+    _watched[job_runner.take] = Watched(job_runner, scene.name, renders)
     job_runner.start()
     _ensure_timer()
+
+
+def own(take: str, modal: bool) -> None:
+    """A modal handler takes over (or gives back) advancing the job."""
+    watched = _watched.get(take)
+    if watched is not None:
+        watched.modal = modal
+
+
+def cancel(take: str) -> bool:
+    """Cancel a watched job: no more renders; the runner cancels it on the backend."""
+    watched = _watched.get(take)
+    if watched is None:
+        return False
+    watched.renders = None
+    watched.runner.cancel()
+    return True
+
+
+def advance(take: str, render: bool = True) -> None:
+    """One step of a watched job on the main thread: render its next input frame (when `render`
+    and one is left), then apply every message its runner posted."""
+    watched = _watched.get(take)
+    if watched is None:
+        return
+    scene = bpy.data.scenes.get(watched.scene_name)
+    if render and watched.renders is not None and scene is not None:
+        _render_step(watched, scene)
+    while True:
+        try:
+            message = watched.runner.messages.get_nowait()
+        except queue.Empty:
+            return
+        if scene is not None:
+            apply(scene, message)
+        if isinstance(message, FINAL):
+            _watched.pop(take, None)
+            return
+
+
+def _render_step(watched: Watched, scene: bpy.types.Scene) -> None:
+    renders = watched.renders
+    assert renders is not None
+    feed = watched.runner.inputs
+    try:
+        files = renders.step(scene)
+    except (RuntimeError, OSError) as exc:
+        watched.renders = None
+        watched.runner.abort(f"rendering frame {renders.frames[renders.done]} failed: {exc}")
+        return
+    for (pass_name, frame), path in sorted(files.items()):
+        feed.put(pass_name, frame, path)
+    entry = properties.find_job(scene.framesmith, watched.runner.take)
+    if entry is not None and entry.state in ("PREPARING", "SUBMITTING", "AWAITING_INPUTS"):
+        entry.stage = f"rendering {renders.done}/{len(renders.frames)}"
+        entry.progress = renders.done / len(renders.frames)
+    if renders.finished:
+        watched.renders = None
+        feed.close()
+
+
+def status_line(scene: bpy.types.Scene, take: str) -> str:
+    """One line for the status bar: the job, where it is, and how to cancel it."""
+    entry = properties.find_job(scene.framesmith, take)
+    if entry is None:
+        return "Framesmith"
+    what = f"Framesmith {entry.kind.title()} {take[:6]}: {entry.state.title().replace('_', ' ')}"
+    if entry.stage:
+        what += f" ({entry.stage})"
+    if entry.state == "RUNNING":
+        what += f" {entry.progress:.0%}, {entry.frames_fetched} frames fetched"
+    return what + " — Esc cancels"
 
 
 def run_blocking(job_runner: JobRunner, scene: bpy.types.Scene) -> Message:
@@ -90,19 +188,10 @@ def run_blocking(job_runner: JobRunner, scene: bpy.types.Scene) -> Message:
 
 
 def tick() -> float | None:
-    """The timer: apply every queued message; stop when nothing runs any more."""
+    """The timer: advance every watched job (renders only where no modal handler does); stop
+    when nothing runs any more."""
     for take, watched in list(_watched.items()):
-        scene = bpy.data.scenes.get(watched.scene_name)
-        while True:
-            try:
-                message = watched.runner.messages.get_nowait()
-            except queue.Empty:
-                break
-            if scene is not None:
-                apply(scene, message)
-            if isinstance(message, FINAL):
-                _watched.pop(take, None)
-                break
+        advance(take, render=not watched.modal)
     for call in list(_calls):
         try:
             ok, lines = call.results.get_nowait()
@@ -145,6 +234,10 @@ def apply(scene: bpy.types.Scene, message: Message) -> None:
         entry.strip = strip.name
         entry.channel = strip.channel
         entry.message = f"{len(message.frames)} frames on channel {strip.channel}"
+    elif isinstance(message, Failed) and message.unreachable and entry.job_id:
+        # The job exists on the backend and goes on there: nothing is lost, only unwatched.
+        entry.state, entry.stage = "DETACHED", ""
+        entry.message = f"{message.message}; re-import fetches its frames once it answers"
     elif isinstance(message, Failed):
         entry.state = "FAILED"
         entry.message = message.message

@@ -7,13 +7,13 @@ from typing import ClassVar
 import bpy
 from bpy.props import EnumProperty
 
-from ..client.frames import resolve_range, take_folder
+from ..client.frames import resolve_range
 from ..client.request import Shot, build_request
 from ..properties import to_settings
-from . import common, render, runtime
+from . import common, modal, render
 
 
-class FRAMESMITH_OT_stylize(bpy.types.Operator):
+class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
     """Render the frame range (beauty and the passes that drive ControlNets), stylize it with
     the prompt on the backend and put the result on a strip above, frame for frame"""
 
@@ -27,10 +27,9 @@ class FRAMESMITH_OT_stylize(bpy.types.Operator):
     def poll(cls, context: bpy.types.Context) -> bool:
         return context.scene is not None and context.scene.camera is not None
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def plan(self, context: bpy.types.Context, blocking: bool) -> common.JobPlan | None:
         scene = context.scene
         props = scene.framesmith
-        blocking = runtime.should_wait(self.wait)
         try:
             config = common.backend(context)
             frame_range = resolve_range(
@@ -45,20 +44,19 @@ class FRAMESMITH_OT_stylize(bpy.types.Operator):
             client = common.reach_early(config, blocking)
         except common.PREPARE_ERRORS as exc:
             self.report({"ERROR"}, f"Framesmith: {common.say(exc)}")
-            return {"CANCELLED"}
-
-        take = common.new_take()
-        folder = take_folder(root, "stylize", take)
-        entry = runtime.add_job(
-            scene, take, "STYLIZE", folder, frame_range.start, frame_range.end, request.to_json()
+            return None
+        return common.JobPlan(
+            "STYLIZE",
+            request,
+            config,
+            root,
+            frame_range,
+            warning,
+            client,
+            render_frames=request.frames,
+            render_passes=tuple(request.inputs()),
+            render_subdir="passes",
         )
-        passes = list(request.inputs())
-        try:
-            inputs = render.render_passes(scene, request.frames, passes, folder / "passes")
-        except (RuntimeError, OSError) as exc:
-            return common.fail(self, entry, f"rendering the passes failed: {exc}")
-        runner_args = (take, config, client, folder)
-        return common.submit(self, scene, entry, runner_args, request, inputs, blocking, warning)
 
 
 def camera_rotation(scene: bpy.types.Scene) -> tuple[tuple[float, ...], ...] | None:

@@ -52,11 +52,28 @@ def stylize(layout: bpy.types.UILayout, props) -> None:
         sub = row.row(align=True)
         sub.active = unit.enabled
         sub.prop(unit, "weight", text="")
+    models(layout, props)
     frame_range(layout, props)
     if hasattr(bpy.types, "FRAMESMITH_OT_stylize"):
         layout.operator("framesmith.stylize", icon="BRUSH_DATA")
     else:
         layout.label(text="Stylize is not available in this version yet", icon="INFO")
+
+
+def models(layout: bpy.types.UILayout, props) -> None:
+    """Model menus, filled from the backend's last check (never fetched here)."""
+    box = layout.box()
+    box.label(text="Models")
+    col = box.column(align=True)
+    col.prop(props, "checkpoint_menu", text="")
+    if props.stylize_mode != "PER_FRAME":
+        col.prop(props, "motion_adapter_menu", text="")
+    row = col.row(align=True)
+    row.prop(props, "lora_menu", text="")
+    if props.lora:
+        row.prop(props, "lora_weight", text="")
+    if not runtime.model_choices().checkpoints:
+        box.label(text="Check the backend to list its models", icon="INFO")
 
 
 def inbetween(layout: bpy.types.UILayout, props) -> None:

@@ -77,6 +77,8 @@ def test_panels_draw_settings_jobs_and_status(shot: Any, addon: ModuleType) -> N
         "op:framesmith.stylize",
         "op:framesmith.inbetween",
         "prop:prompt",
+        "prop:checkpoint_menu",
+        "label:Check the backend to list its models",
         "prop:inbetween_source",
         "list:FRAMESMITH_UL_jobs",
         "progress:0.25:Running x",

@@ -22,6 +22,7 @@ from client.jobs import (
     Done,
     Failed,
     FrameReady,
+    InputFeed,
     JobRunner,
     Message,
     Progress,
@@ -186,7 +187,7 @@ def test_backend_down_fails_fast_with_a_sentence(tmp_path: Path) -> None:
     started = time.monotonic()
     runner.start()
     final = drain(runner, timeout=30)[-1]
-    assert isinstance(final, Failed) and final.job_id is None
+    assert isinstance(final, Failed) and final.job_id is None and final.unreachable
     assert "no Framesmith backend answered" in final.message
     assert time.monotonic() - started < 10
 
@@ -232,6 +233,63 @@ def test_remote_config_and_status_lines(local: BackendConfig) -> None:
         connect(BackendConfig(BackendMode.REMOTE, REPO, Path(), Path(), url=running.url))
     with pytest.raises(BackendUnreachable, match="http"):
         connect(BackendConfig(BackendMode.REMOTE, REPO, Path(), Path(), url="gpu", token="x"))
+
+
+def next_message(runner: JobRunner, timeout: float = 30.0) -> Message:
+    return runner.messages.get(timeout=timeout)
+
+
+def test_inputs_stream_in_while_the_runner_runs(local: BackendConfig, tmp_path: Path) -> None:
+    """Blender renders one key per timer tick: the job exists before the first key is written,
+    each key is uploaded as it comes, and the job starts once the feed is closed."""
+    request = build_request("inbetween", Settings(), Shot(W, H, frames=(1, 2, 3), keyframes=(1, 3)))
+    feed = InputFeed(expected=2)
+    runner = JobRunner("streamed", lambda: client_for(local), tmp_path / "o",
+                       request=request, inputs=feed)  # fmt: skip
+    runner.start()
+    created = next_message(runner)
+    assert isinstance(created, Created)
+    assert client_for(local).job(created.job_id)["state"] == "awaiting_inputs"
+    for frame, x in ((1, 4), (3, 12)):
+        ((key, path),) = keys_on_disk(tmp_path / "keys", {frame: x}).items()
+        feed.put(*key, path)
+        uploaded = next_message(runner)
+        assert isinstance(uploaded, Progress) and uploaded.stage == "uploading"
+        assert (uploaded.done, uploaded.total) == ((1, 2) if frame == 1 else (2, 2))
+    feed.close()
+    final = drain(runner)[-1]
+    assert isinstance(final, Done) and final.frames == (1, 2, 3)
+    with pytest.raises(RuntimeError, match="closed"):
+        feed.put("keyframe", 2, path)
+
+
+def test_abort_fails_the_take_and_cancels_it_on_the_backend(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    """A render that fails on Blender's side ends the take with its message; the half-fed job is
+    canceled on the backend, not left waiting for inputs."""
+    request = build_request("inbetween", Settings(), Shot(W, H, frames=(1, 2, 3), keyframes=(1, 3)))
+    runner = JobRunner("aborted", lambda: client_for(local), tmp_path / "o",
+                       request=request, inputs=InputFeed(expected=2))  # fmt: skip
+    runner.start()
+    created = next_message(runner)
+    assert isinstance(created, Created)
+    runner.abort("rendering frame 3 failed: out of memory")
+    final = drain(runner)[-1]
+    assert isinstance(final, Failed) and final.message.endswith("out of memory")
+    assert not final.unreachable
+    assert client_for(local).job(created.job_id)["state"] == "canceled"
+
+
+def test_reattached_job_that_never_got_its_inputs_fails_with_a_sentence(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    request = build_request("inbetween", Settings(), Shot(W, H, frames=(1, 2), keyframes=(1, 2)))
+    job = client_for(local).create_job(request.job_body())
+    runner = JobRunner("orphan", lambda: client_for(local), tmp_path, job_id=job["id"])
+    runner.run()
+    final = list(_all(runner.messages))[-1]
+    assert isinstance(final, Failed) and "run the take again" in final.message
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
