@@ -166,6 +166,17 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
         items=(
             ("FLOW", "Optical Flow", "Estimate motion between keys and move pixels along it"),
             ("CROSSFADE", "Cross-fade", "Blend the keys (fast, no motion)"),
+            (
+                "RENDER",
+                "Render-Assisted",
+                "Exact motion from cheap Vector and Depth passes rendered for every frame",
+            ),
+            (
+                "DIFFUSION",
+                "Diffusion",
+                "Generate the in-betweens from the keys (SparseCtrl in AnimateDiff); uses the"
+                " prompt, steps, guidance and seed of Stylize",
+            ),
         ),
     )
     on_twos: BoolProperty(name="On Twos", description="Hold every in-between for two frames")
@@ -176,6 +187,18 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
             ("fast", "Fast", ""),
             ("ultrafast", "Ultrafast", ""),
         ),
+    )
+
+    sparsectrl: StringProperty(
+        name="SparseCtrl", description="SparseCtrl RGB model; empty: the first installed"
+    )
+    sparsectrl_menu: _model_menu("sparsectrl", "sparsectrls", "First Installed")
+    key_strength: FloatProperty(
+        name="Key Strength",
+        description="How strongly the keys steer the generated frames (SparseCtrl scale)",
+        default=1.0,
+        min=0.0,
+        max=4.0,
     )
 
     # --- jobs
@@ -219,6 +242,8 @@ def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
         inbetween_method=props.inbetween_method.lower(),
         on_twos=props.on_twos,
         flow_preset=props.flow_preset,
+        sparsectrl=props.sparsectrl,
+        key_strength=props.key_strength,
         checkpoint=props.checkpoint,
         motion_adapter=props.motion_adapter,
         lora=props.lora,

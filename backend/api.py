@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import API_VERSION, __version__, pipelines
 from .pipelines.base import InputError, JobSpec, Pass, Pipeline, validation_text
-from .store import IdempotencyConflict, JobRecord, JobState, Store
+from .store import IdempotencyConflict, JobRecord, JobState, Store, UnsafePath
 from .worker import MAX_PIXELS, Worker
 
 log = logging.getLogger("framesmith.api")
@@ -91,6 +91,7 @@ def create_app(services: Services) -> FastAPI:
     app = FastAPI(
         title="Framesmith backend",
         version=__version__,
+        redirect_slashes=False,  # a program's mistake gets a 404, not a redirect to guess from
         description="Stylize renders and in-between keyframes for the Framesmith Blender"
         " extension. Every route needs 'Authorization: Bearer <token>'.",
     )
@@ -253,7 +254,10 @@ def create_app(services: Services) -> FastAPI:
                 )
             except InputError as exc:
                 raise HTTPException(400, f"{pass_name.value} frame {frame}: {exc}") from exc
-            store.save_input(job_id, pass_name, frame, info.format, raw)
+            try:
+                store.save_input(job_id, pass_name, frame, info.format, raw)
+            except UnsafePath as exc:
+                raise HTTPException(409, str(exc)) from exc
             return {
                 "pass": pass_name.value,
                 "frame": frame,
@@ -308,20 +312,20 @@ def create_app(services: Services) -> FastAPI:
         job = job_or_404(job_id)
         if frame not in job.frames:
             raise HTTPException(404, f"frame {frame} is not part of job {job_id}")
-        path = store.output_path(job_id, frame)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError as exc:
+        data = store.read_output(job_id, frame)
+        if data is None:
             raise HTTPException(
                 404, f"frame {frame} is not finished yet (job is {job.state.value})"
-            ) from exc
+            )
         return Response(content=data, media_type="image/png")
 
     @app.post("/v1/jobs/{job_id}/cancel", response_model=JobOut)
     def cancel_job(job_id: str) -> JobOut:
         job = job_or_404(job_id)
         if job.state.terminal:
-            return job_out(job)
+            raise HTTPException(
+                409, f"job {job_id} is {job.state.value}; a finished job cannot be canceled"
+            )
         services.worker.cancel(job_id)
         store.transition(
             job_id, JobState.CANCELED, allowed_from=(JobState.AWAITING_INPUTS, JobState.QUEUED)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 from pathlib import Path
 
 TMP_MARK = ".tmp-"
+
+# Fault injection for the crash tests only: the process kills itself (SIGKILL) once the temp file
+# for a file of this name is written and synced, just before the rename that would publish it.
+DIE_BEFORE_RENAME_ENV = "FRAMESMITH_FAULT_DIE_BEFORE_RENAME"
+_DIE_BEFORE_RENAME = os.environ.get(DIE_BEFORE_RENAME_ENV)
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -18,6 +24,8 @@ def atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if _DIE_BEFORE_RENAME is not None and path.name == _DIE_BEFORE_RENAME:
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -26,7 +26,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 def is_loopback(host: str) -> bool:
@@ -52,9 +51,16 @@ class GateConfig:
     last_request: float = field(default_factory=time.monotonic)  # for the idle exit
 
     def refresh_hosts(self) -> None:
-        names = set(LOOPBACK_NAMES) if is_loopback(self.bind_host) else set()
-        if not is_loopback(self.bind_host) and self.bind_host not in ("0.0.0.0", "::"):
-            names.add(f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host)
+        bound = self.bind_host.strip("[]")
+        if is_loopback(bound):
+            # "localhost" and the address we listen on; not the other family's loopback: a Host
+            # naming [::1] cannot have reached an IPv4 socket from an honest client.
+            names = {"localhost", "127.0.0.1" if bound == "localhost" else bound}
+        else:
+            names = set()
+            if bound not in ("0.0.0.0", "::"):
+                names.add(bound)
+        names = {f"[{n}]" if ":" in n else n for n in names}
         names.update(self.extra_hosts)
         self.allowed_hosts = {f"{n}:{self.port}".lower() for n in names}
 
@@ -70,7 +76,13 @@ class GateConfig:
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"request body is larger than the limit of {limit} bytes")
+        # Closing the connection stops the client's upload; kept open, the server would have to
+        # read (and throw away) the rest of the body.
+        super().__init__(
+            413,
+            f"request body is larger than the limit of {limit} bytes",
+            headers={"connection": "close"},
+        )
 
 
 class Gate:
@@ -160,7 +172,11 @@ class Gate:
             except ValueError:
                 return 400, "Content-Length is not a number", {}
             if declared > limit:
-                return 413, f"request body of {declared} bytes is over the limit of {limit}", {}
+                return (
+                    413,
+                    f"request body of {declared} bytes is over the limit of {limit}",
+                    {"connection": "close"},
+                )
         return None
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
@@ -23,6 +24,9 @@ from .worker import Worker
 log = logging.getLogger("framesmith.server")
 
 TOKEN_ENV = "FRAMESMITH_TOKEN"
+# Exit status when another backend holds the data folder: the add-on's launcher then connects
+# to that one (client/launcher.py keeps the same number).
+ALREADY_RUNNING_EXIT = 3
 
 
 def default_data_dir() -> Path:
@@ -86,11 +90,16 @@ def hold_data_lock(data_dir: Path) -> object:
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        ready = data_dir / "backend.json"
-        where = ready.read_text() if ready.exists() else "(no ready file)"
-        raise SystemExit(
-            f"another Framesmith backend is already running on {data_dir}: {where.strip()}"
-        ) from None
+        try:  # pid and address only: the ready file also holds the token, never printed
+            info = json.loads((data_dir / "backend.json").read_text())
+            where = f"pid {info.get('pid')} at {info.get('url')}"
+        except (OSError, ValueError, AttributeError):
+            where = "still starting"
+        print(
+            f"another Framesmith backend is already running on {data_dir}: {where}",
+            file=sys.stderr,
+        )
+        raise SystemExit(ALREADY_RUNNING_EXIT) from None
     return lock
 
 
@@ -102,6 +111,10 @@ def _exit_when_idle(server, store: Store, gate: GateConfig, idle_s: float) -> No
             log.info("idle for %.0f s with no job left: exiting", idle_s)
             server.should_exit = True
             return
+
+
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -204,6 +217,9 @@ def serve(args: argparse.Namespace) -> int:
             name="idle-exit",
             daemon=True,
         ).start()
+    # uvicorn stops gracefully on SIGTERM and then raises it again; under the default handler that
+    # would end the process before the clean-up below (worker, ready file, database).
+    signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

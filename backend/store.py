@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .files import TMP_MARK, atomic_write, sweep_temp_files
-from .pipelines.base import JobSpec, Pass
+from .pipelines.base import JobSpec, Pass, PipelineError
 
 log = logging.getLogger("framesmith.store")
 
@@ -92,6 +92,16 @@ class JobRecord:
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
+
+
+class UnsafePath(PipelineError):
+    """A path in the data folder is a symlink or lies behind one: it could lead outside."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"refusing to use {path}: it is a symlink or lies behind one, and Framesmith only"
+            " reads and writes real files inside its data folder"
+        )
 
 
 _SCHEMA = """
@@ -322,7 +332,11 @@ class Store:
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        folder = self.job_dir(job_id)
+        if folder.is_symlink():
+            folder.unlink()  # the link only, never what it points to
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # does not follow symlinks inside
         log.info("job %s deleted", job_id)
 
     # --- files ----------------------------------------------------------------------------
@@ -332,18 +346,24 @@ class Store:
             raise ValueError(f"not a job id: {job_id!r}")
         return self.jobs_dir / job_id
 
+    def _real(self, path: Path) -> bool:
+        """No symlink on the way from the (resolved) data folder to `path`, path included."""
+        return path.resolve() == path
+
     def input_path(self, job_id: str, pass_: Pass, frame: int, ext: str) -> Path:
         return self.job_dir(job_id) / "inputs" / pass_.value / frame_name(frame, ext)
 
     def find_input(self, job_id: str, pass_: Pass, frame: int) -> Path | None:
         for ext in ("png", "exr"):
             p = self.input_path(job_id, pass_, frame, ext)
-            if p.is_file():
+            if self._real(p) and p.is_file():
                 return p
         return None
 
     def save_input(self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes) -> Path:
         path = self.input_path(job_id, pass_, frame, ext)
+        if not self._real(path.parent):
+            raise UnsafePath(path.parent)
         atomic_write(path, data)
         other = self.input_path(job_id, pass_, frame, "exr" if ext == "png" else "png")
         other.unlink(missing_ok=True)
@@ -354,7 +374,7 @@ class Store:
         base = self.job_dir(job_id) / "inputs"
         for p in Pass:
             folder = base / p.value
-            if folder.is_dir():
+            if self._real(folder) and folder.is_dir():
                 frames = {_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)}
                 out[p] = {f for f in frames if f is not None}
         return out
@@ -362,19 +382,36 @@ class Store:
     def output_path(self, job_id: str, frame: int) -> Path:
         return self.job_dir(job_id) / "outputs" / frame_name(frame, "png")
 
+    def has_output(self, job_id: str, frame: int) -> bool:
+        path = self.output_path(job_id, frame)
+        return self._real(path) and path.is_file()
+
+    def read_output(self, job_id: str, frame: int) -> bytes | None:
+        """A finished frame's PNG bytes; None if not finished (or not a real file in here)."""
+        path = self.output_path(job_id, frame)
+        if not self._real(path):
+            return None
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
     def write_output(self, job_id: str, frame: int, png: bytes) -> None:
-        atomic_write(self.output_path(job_id, frame), png)
+        path = self.output_path(job_id, frame)
+        if not self._real(path.parent):
+            raise UnsafePath(path.parent)
+        atomic_write(path, png)  # a symlink planted at `path` itself is replaced, not followed
 
     def finished_frames(self, job_id: str) -> list[int]:
         folder = self.job_dir(job_id) / "outputs"
-        if not folder.is_dir():
+        if not (self._real(folder) and folder.is_dir()):
             return []
         frames = [_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)]
         return sorted(f for f in frames if f is not None)
 
 
 def _is_frame_file(p: Path) -> bool:
-    return TMP_MARK not in p.name and p.is_file()
+    return TMP_MARK not in p.name and not p.is_symlink() and p.is_file()
 
 
 def _frame_of(p: Path) -> int | None:

@@ -6,8 +6,10 @@ its first missing frame and never recomputes (or rewrites) a finished one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -21,9 +23,13 @@ from .store import JobRecord, JobState, Progress, Store
 log = logging.getLogger("framesmith.worker")
 
 # Fault injection for the crash tests only: after this many frames written by this process, the
-# worker thread holds its job in "running" until the process is killed or stopped.
+# worker thread holds its job in "running" until the process is killed or stopped, or the job
+# is canceled.
 MAX_PIXELS = 8192 * 8192
 HOLD_ENV = "FRAMESMITH_FAULT_HOLD_AFTER_FRAMES"
+# Fault injection for the out-of-memory tests only: "<n>" makes the first n chunk attempts of
+# this process raise torch's OutOfMemoryError before they start; "always" makes every one.
+OOM_ENV = "FRAMESMITH_FAULT_OOM"
 
 
 class JobContext:
@@ -46,6 +52,7 @@ class JobContext:
         self._on_frame_written = on_frame_written
         self._progress = Progress()
         self._decoded: dict[tuple[Pass, int], np.ndarray] = {}
+        self.memory_level = 0  # raised by Worker._run_chunk after running out of GPU memory
 
     @property
     def models(self) -> Any:
@@ -71,12 +78,12 @@ class JobContext:
         return self._decoded[key]
 
     def finished_output(self, frame: int) -> np.ndarray | None:
-        path = self._store.output_path(self.job.id, frame)
-        if not path.is_file():
+        data = self._store.read_output(self.job.id, frame)
+        if data is None:
             return None
         import cv2
 
-        img = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
             return None
         if img.ndim == 3 and img.shape[2] == 4:
@@ -94,7 +101,7 @@ class JobContext:
                 f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
                 f" expected uint8 {h}x{w}x3 or x4"
             )
-        if self._store.output_path(self.job.id, frame).exists():
+        if self._store.has_output(self.job.id, frame):
             return  # first write wins: a finished frame is never rewritten (e.g. on resume)
         self._store.write_output(self.job.id, frame, encode_png(image))
         self._on_frame_written()
@@ -130,6 +137,7 @@ class Worker:
         self._stopping = threading.Event()
         hold = os.environ.get(HOLD_ENV)
         self._hold_after = int(hold) if hold else None
+        self._oom_faults = _OomFaults(os.environ.get(OOM_ENV))
 
     # --- control from the API thread -------------------------------------------------------
 
@@ -212,7 +220,7 @@ class Worker:
                 ctx.set_chunk(i, len(chunks))
                 if self._chunk_finished(job.id, chunk):
                     continue
-                pipeline.run_chunk(ctx, chunk)
+                self._run_chunk(pipeline, ctx, chunk)
                 missing = self._missing_frames(job.id, chunk.frames)
                 if missing:
                     raise PipelineError(
@@ -234,6 +242,38 @@ class Worker:
             return
         self.store.transition(job.id, JobState.DONE, allowed_from=(JobState.RUNNING,))
 
+    def _run_chunk(self, pipeline: Any, ctx: JobContext, chunk: Chunk) -> None:
+        """Run one chunk; out of GPU memory, again at the pipeline's next memory level (kept for
+        the job's later chunks), and past the last level fail the job saying what to lower."""
+        levels = max(1, int(getattr(pipeline, "memory_levels", 1)))
+        while True:
+            try:
+                self._oom_faults.check()
+                pipeline.run_chunk(ctx, chunk)
+                return
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                last = ctx.memory_level + 1 >= levels
+                log.warning(
+                    "job %s, chunk %d: out of GPU memory at memory level %d (%s); %s",
+                    ctx.job.id,
+                    chunk.index,
+                    ctx.memory_level,
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                    "giving up" if last else f"retrying at memory level {ctx.memory_level + 1}",
+                )
+            release_memory()  # outside the except block: the traceback's tensors are gone
+            if last:
+                advice = getattr(pipeline, "out_of_memory_advice", None)
+                raise PipelineError(
+                    f"The GPU ran out of memory on chunk {chunk.index + 1}"
+                    + (" even with the smallest memory settings" if levels > 1 else "")
+                    + ": "
+                    + (advice(ctx.job) if advice else _GENERIC_OOM_ADVICE)
+                )
+            ctx.memory_level += 1
+
     def _fail(self, job_id: str, message: str) -> None:
         self.store.transition(
             job_id, JobState.FAILED, allowed_from=(JobState.RUNNING,), error=message
@@ -249,8 +289,51 @@ class Worker:
     def _frame_written(self) -> None:
         self._frames_written += 1
         if self._hold_after is not None and self._frames_written >= self._hold_after:
-            log.warning("%s reached: holding the worker until the process ends", HOLD_ENV)
-            self._stopping.wait()
+            log.warning("%s reached: holding the worker until stopped or canceled", HOLD_ENV)
+            while not (self._stopping.wait(0.05) or self._cancel.is_set()):
+                pass
+
+
+_GENERIC_OOM_ADVICE = (
+    "lower the resolution or the number of frames, or close other programs that use the GPU, "
+    "and run the job again."
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's OutOfMemoryError (CUDA), or another backend's "out of memory" RuntimeError (MPS).
+    torch is looked up, not imported: a job that never imported it cannot have raised it."""
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def release_memory() -> None:
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _OomFaults:
+    """OOM_ENV's injected faults (tests only)."""
+
+    def __init__(self, spec: str | None) -> None:
+        spec = (spec or "").strip().lower()
+        self._always = spec == "always"
+        self._left = 0 if self._always or not spec else int(spec)
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        with self._lock:
+            if not self._always and self._left <= 0:
+                return
+            self._left -= 1
+        import torch
+
+        raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_ENV}, a test fault)")
 
 
 def _frames(frames: list[int]) -> str:

@@ -102,6 +102,7 @@ class ModelChoices:
     checkpoints: tuple[str, ...] = ()
     motion_adapters: tuple[str, ...] = ()
     loras: tuple[str, ...] = ()
+    sparsectrls: tuple[str, ...] = ()
 
     @classmethod
     def from_listing(cls, models: Any) -> ModelChoices:
@@ -111,7 +112,7 @@ class ModelChoices:
             entries = installed.get(kind, []) if isinstance(installed, dict) else []
             return tuple(sorted({str(e["name"]) for e in entries if isinstance(e, dict)}))
 
-        return cls(names("checkpoint"), names("motion_adapter"), names("lora"))
+        return cls(names("checkpoint"), names("motion_adapter"), names("lora"), names("sparsectrl"))
 
 
 def check(connection: Connection) -> list[str]:

@@ -336,7 +336,14 @@ class JobRunner:
         if client is not None and self.job_id is not None:
             try:
                 client.cancel(self.job_id)
-            except (BackendError, BackendUnreachable) as exc:
+            except BackendError as exc:
+                # 409: it ended just before the cancel arrived; its frames stay on the backend
+                # for a re-import, and the take stops here as asked.
+                if exc.status != 409:
+                    return Failed(
+                        self.take, self.job_id, f"could not cancel the job: {_sentence(exc)}"
+                    )
+            except BackendUnreachable as exc:
                 return Failed(self.take, self.job_id, f"could not cancel the job: {_sentence(exc)}")
         return Canceled(self.take, self.job_id, len(self._fetched))
 

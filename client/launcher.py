@@ -17,6 +17,11 @@ from pathlib import Path
 from .http import BackendClient, BackendError, BackendUnreachable, Connection
 
 READY_FILE = "backend.json"
+# A local backend exits after this long with no request and no job left, so a closed Blender
+# leaves no server behind (the backend's --idle-exit).
+IDLE_EXIT_S = 600.0
+# The backend's exit status when another backend already holds the data folder (backend.server).
+ALREADY_RUNNING_EXIT = 3
 
 
 class LaunchError(Exception):
@@ -31,6 +36,7 @@ class LaunchSpec:
     models_dir: Path
     device: str = "auto"
     extra_args: tuple[str, ...] = field(default_factory=tuple)
+    idle_exit_s: float = IDLE_EXIT_S  # 0: never
 
 
 @dataclass(frozen=True)
@@ -72,7 +78,7 @@ def launch(spec: LaunchSpec, timeout: float = 120.0, poll: float = 0.1) -> Runni
     args = [
         str(spec.python), "-m", "backend", "serve", "--port", "0",
         "--data", str(spec.data_dir), "--models", str(spec.models_dir),
-        "--device", spec.device, *spec.extra_args,
+        "--device", spec.device, "--idle-exit", f"{spec.idle_exit_s:g}", *spec.extra_args,
     ]  # fmt: skip
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -86,6 +92,9 @@ def launch(spec: LaunchSpec, timeout: float = 120.0, poll: float = 0.1) -> Runni
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            if proc.returncode == ALREADY_RUNNING_EXIT:
+                # Another Blender started one on this data folder a moment ago: use that one.
+                return _wait_for_other(spec.data_dir, deadline, poll, log_path)
             raise LaunchError(f"the backend exited with code {proc.returncode}: {_tail(log_path)}")
         info = read_ready(spec.data_dir)
         if info is not None and int(info.get("pid", 0)) == proc.pid:
@@ -93,6 +102,15 @@ def launch(spec: LaunchSpec, timeout: float = 120.0, poll: float = 0.1) -> Runni
         time.sleep(poll)  # waiting for the child's ready file, with a deadline
     proc.terminate()
     raise LaunchError(f"the backend did not start within {timeout:.0f} s: {_tail(log_path)}")
+
+
+def _wait_for_other(data_dir: Path, deadline: float, poll: float, log_path: Path) -> Running:
+    while time.monotonic() < deadline:
+        running = find_running(data_dir)
+        if running is not None:
+            return running
+        time.sleep(poll)  # the other backend is still starting; with a deadline
+    raise LaunchError(f"another backend holds {data_dir} but never became ready: {_tail(log_path)}")
 
 
 def ensure_backend(spec: LaunchSpec, timeout: float = 120.0) -> Running:

@@ -8,6 +8,7 @@ on the resulting strip (`to_json`) and re-submitted from there (`from_json`).
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -28,8 +29,12 @@ class JobKind(enum.StrEnum):
 
 
 class InbetweenMethod(enum.StrEnum):
-    FLOW = "flow"
+    """The backend's in-between methods (backend/pipelines/inbetween_methods.py)."""
+
+    FLOW = "flow"  # optical flow estimated from the keys alone
     CROSSFADE = "crossfade"
+    RENDER = "render"  # motion from the Vector and Depth passes of every frame (guide passes)
+    DIFFUSION = "diffusion"  # SparseCtrl keyframes in AnimateDiff (needs models)
 
 
 class StylizeMode(enum.StrEnum):
@@ -53,6 +58,10 @@ FLOW_PRESETS = ("ultrafast", "fast", "medium")
 # The backend's optical flow needs frames at least this big (backend/vision/flow.py).
 MIN_FLOW_SIZE = 12
 MIN_SIDE, MAX_SIDE = 8, 8192
+# Render-assisted in-betweening reads these passes of every guide frame (see guide_frames()).
+GUIDE_PASSES = ("vector", "depth")
+# Diffusion works in latents 8× smaller than the frame (backend/pipelines/inbetween_diffusion.py).
+DIFFUSION_SIZE_MULTIPLE = 8
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,10 @@ class Settings:
     inbetween_method: str = InbetweenMethod.FLOW.value
     on_twos: bool = False
     flow_preset: str = "medium"
+    # diffusion in-betweening; prompt, seed, steps, guidance, scheduler and the checkpoint and
+    # motion adapter above are shared with stylize (the same generator, the same meaning)
+    sparsectrl: str = ""  # "": the backend takes the first installed RGB SparseCtrl model
+    key_strength: float = 1.0  # SparseCtrl conditioning scale
     # model names from the backend's listing; "" lets the backend take the first installed one
     checkpoint: str = ""
     motion_adapter: str = ""
@@ -123,6 +136,46 @@ class ControlNetUnit:
 
 
 @dataclass(frozen=True)
+class DiffusionOptions:
+    """The backend's `params.diffusion` of an in-between job with method "diffusion".
+
+    Model names "" are not sent: the backend chooses (and pins its choice into the job's params
+    when it starts, so `from_job()` gets the names back).
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 25
+    guidance: float = 7.5
+    scheduler: str = Scheduler.DDIM.value
+    checkpoint: str = ""
+    motion_adapter: str = ""
+    sparsectrl: str = ""
+    conditioning_scale: float = 1.0
+    clip_length: int = 16  # frames made together: at most the motion module's window (16)
+    hold_keys: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("checkpoint", "motion_adapter", "sparsectrl"):
+            if not data[key]:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> DiffusionOptions:
+        """Stored options (to_json(), asdict() or the backend's own, where None = its default)."""
+        if not isinstance(data, Mapping):
+            raise RequestError("the stored diffusion options are not a JSON object")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RequestError(f"the stored diffusion options have unknown fields: {unknown}")
+        return cls(**{k: v for k, v in data.items() if v is not None})
+
+
+@dataclass(frozen=True)
 class InbetweenRequest:
     kind: ClassVar[JobKind] = JobKind.INBETWEEN
     width: int
@@ -132,13 +185,25 @@ class InbetweenRequest:
     method: str = InbetweenMethod.FLOW.value
     on_twos: bool = False
     flow_preset: str = "medium"
+    diffusion: DiffusionOptions | None = None  # method "diffusion"; None: the backend's defaults
 
     def params(self) -> dict[str, Any]:
-        return {"method": self.method, "on_twos": self.on_twos, "flow_preset": self.flow_preset}
+        params: dict[str, Any] = {
+            "method": self.method,
+            "on_twos": self.on_twos,
+            "flow_preset": self.flow_preset,
+        }
+        if self.diffusion is not None:
+            params["diffusion"] = self.diffusion.to_json()
+        return params
 
     def inputs(self) -> dict[str, tuple[int, ...]]:
         """Pass name → frames whose images must be uploaded before the job can start."""
-        return {"keyframe": self.keyframes}
+        inputs = {"keyframe": self.keyframes}
+        if self.method == InbetweenMethod.RENDER:
+            guides = guide_frames(self.keyframes, self.frames)
+            inputs.update({name: guides for name in GUIDE_PASSES})
+        return inputs
 
     def job_body(self) -> dict[str, Any]:
         """The body of POST /v1/jobs."""
@@ -153,6 +218,17 @@ class InbetweenRequest:
 
     def to_json(self) -> str:
         return _dump(self, {"keyframes": list(self.keyframes)})
+
+
+def guide_frames(keys: tuple[int, ...], frames: tuple[int, ...]) -> tuple[int, ...]:
+    """Frames whose guide passes render-assisted in-betweening needs: every frame from one key to
+    the next, both included, of each key interval with a requested frame strictly inside it (the
+    backend chains the motion through each of them; backend/pipelines/inbetween_guided.py)."""
+    needed: set[int] = set()
+    for k0, k1 in itertools.pairwise(keys):
+        if any(k0 < t < k1 for t in frames):
+            needed.update(range(k0, k1 + 1))
+    return tuple(sorted(needed))
 
 
 @dataclass(frozen=True)
@@ -263,6 +339,8 @@ def from_json(text: str) -> Request:
     for key in ("frames", "keyframes"):
         if key in values:
             values[key] = tuple(int(v) for v in values[key])
+    if cls is InbetweenRequest and values.get("diffusion") is not None:
+        values["diffusion"] = DiffusionOptions.from_json(values["diffusion"])
     if cls is StylizeRequest:
         values["world_to_camera"] = _matrix(values.get("world_to_camera"))
         values["controlnets"] = tuple(
@@ -295,11 +373,13 @@ def from_job(job: Mapping[str, Any]) -> Request:
         "frames": tuple(int(f) for f in job["frames"]),
     }
     if kind is JobKind.INBETWEEN:
-        known = {f.name for f in fields(InbetweenRequest)}
+        known = {f.name for f in fields(InbetweenRequest)} - {"diffusion"}
+        diffusion = params.get("diffusion")
         return InbetweenRequest(
             keyframes=tuple(int(f) for f in job.get("keyframes", ())),
             **common,
             **{k: v for k, v in params.items() if k in known},
+            diffusion=None if diffusion is None else DiffusionOptions.from_json(diffusion),
         )
     lora = params.pop("lora", None)
     if isinstance(lora, dict):  # the backend's {"name", "weight"}: flat, as the request holds it
@@ -336,6 +416,9 @@ def _inbetween(
             f"flow in-betweening needs frames of at least {MIN_FLOW_SIZE}×{MIN_FLOW_SIZE} pixels"
             f" (got {width}×{height}); use the cross-fade method or a bigger resolution"
         )
+    diffusion = None
+    if method is InbetweenMethod.DIFFUSION:
+        diffusion = _diffusion(settings, width, height)
     return InbetweenRequest(
         width=width,
         height=height,
@@ -344,7 +427,42 @@ def _inbetween(
         method=method.value,
         on_twos=bool(settings.on_twos),
         flow_preset=settings.flow_preset,
+        diffusion=diffusion,
     )
+
+
+def _diffusion(settings: Settings, width: int, height: int) -> DiffusionOptions:
+    scheduler = _enum(Scheduler, settings.scheduler, "scheduler")
+    step = DIFFUSION_SIZE_MULTIPLE
+    if width % step or height % step:
+        raise RequestError(
+            f"diffusion in-betweening needs a width and height that are multiples of {step}"
+            f" (got {width}×{height}); change the render resolution or use another method"
+        )
+    _check_sampling(settings)
+    if not 0.0 <= settings.key_strength <= 4.0:
+        raise RequestError(
+            f"the key strength must be between 0 and 4 (got {settings.key_strength})"
+        )
+    return DiffusionOptions(
+        prompt=settings.prompt.strip(),
+        negative_prompt=settings.negative_prompt.strip(),
+        seed=int(settings.seed),
+        steps=int(settings.steps),
+        guidance=_ui(settings.guidance),
+        scheduler=scheduler.value,
+        checkpoint=settings.checkpoint.strip(),
+        motion_adapter=settings.motion_adapter.strip(),
+        sparsectrl=settings.sparsectrl.strip(),
+        conditioning_scale=_ui(settings.key_strength),
+    )
+
+
+def _check_sampling(settings: Settings) -> None:
+    if settings.steps < 1:
+        raise RequestError(f"steps must be at least 1 (got {settings.steps})")
+    if settings.guidance < 0.0:
+        raise RequestError(f"guidance must not be negative (got {settings.guidance})")
 
 
 def _stylize(
@@ -354,12 +472,9 @@ def _stylize(
     scheduler = _enum(Scheduler, settings.scheduler, "scheduler")
     if not settings.prompt.strip():
         raise RequestError("write a prompt: it says what the stylized frames should look like")
-    if settings.steps < 1:
-        raise RequestError(f"steps must be at least 1 (got {settings.steps})")
+    _check_sampling(settings)
     if not 0.0 < settings.strength <= 1.0:
         raise RequestError(f"strength must be above 0 and at most 1 (got {settings.strength})")
-    if settings.guidance < 0.0:
-        raise RequestError(f"guidance must not be negative (got {settings.guidance})")
     if settings.chunk_size < 1 or not 0 <= settings.overlap < settings.chunk_size:
         raise RequestError(
             f"the chunk overlap ({settings.overlap}) must be at least 0 and below the chunk size"

@@ -20,7 +20,7 @@ from ..client.launcher import LaunchError
 from ..client.request import Request, RequestError
 from ..properties import find_job
 from . import runtime
-from .render import FrameRenders
+from .render import FrameRenders, RenderBatch
 
 WAIT_ITEMS = (
     ("AUTO", "Auto", "Wait for the result only in background mode (blender -b, scripts)"),
@@ -92,8 +92,7 @@ def fail(op: bpy.types.Operator, entry, message: str) -> set[str]:
 @dataclass
 class JobPlan:
     """A checked job, before anything is rendered or sent: what to send, what to render first
-    (`render_frames` × `render_passes`, or beauty stills as keys when no passes are named) into
-    the take's `render_subdir`, and which inputs are on disk already."""
+    (batches into sub-folders of the take), and which inputs are on disk already."""
 
     kind: str  # STYLIZE or INBETWEEN
     request: Request
@@ -102,9 +101,7 @@ class JobPlan:
     frame_range: FrameRange
     warning: str | None = None
     client: BackendClient | None = None  # reached already (blocking runs)
-    render_frames: tuple[int, ...] = ()
-    render_passes: tuple[str, ...] = ()
-    render_subdir: str = "passes"
+    renders: tuple[RenderBatch, ...] = ()
     given: dict[tuple[str, int], Path] = field(default_factory=dict)
 
 
@@ -122,9 +119,8 @@ def _begin(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan):
         plan.frame_range.end,
         plan.request.to_json(),
     )
-    renders = None
-    if plan.render_frames:
-        renders = FrameRenders(plan.render_frames, folder / plan.render_subdir, plan.render_passes)
+    batches = tuple(b for b in plan.renders if b.frames)
+    renders = FrameRenders(batches, folder) if batches else None
     return entry, folder, renders
 
 
@@ -133,7 +129,7 @@ def start(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan) -> str:
     and uploads each input as it comes; the renders are done one frame per `runtime.advance()`.
     Returns the take."""
     entry, folder, renders = _begin(op, scene, plan)
-    expected = len(plan.given) + (len(renders.frames) * renders.per_frame if renders else 0)
+    expected = len(plan.given) + (renders.files_expected if renders else 0)
     feed = InputFeed(expected)
     for (pass_name, frame), path in sorted(plan.given.items()):
         feed.put(pass_name, frame, path)

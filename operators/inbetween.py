@@ -17,7 +17,7 @@ from ..client.frames import (
     resolve_range,
     strip_keys,
 )
-from ..client.request import Shot, build_request
+from ..client.request import GUIDE_PASSES, InbetweenMethod, InbetweenRequest, Shot, build_request
 from ..properties import to_settings
 from . import common, modal, render
 
@@ -63,6 +63,8 @@ class FRAMESMITH_OT_inbetween(modal.JobOperator, bpy.types.Operator):
             request = build_request(
                 "inbetween", to_settings(props), Shot(width, height, frame_range.frames, keys)
             )
+            assert isinstance(request, InbetweenRequest)
+            renders = planned_renders(scene, request, rendered_keys=not key_files)
             root, warning = common.output_root(props.output_dir)
             client = common.reach_early(config, blocking)
         except common.PREPARE_ERRORS as exc:
@@ -76,10 +78,32 @@ class FRAMESMITH_OT_inbetween(modal.JobOperator, bpy.types.Operator):
             frame_range,
             warning,
             client,
-            render_frames=() if key_files else keys,
-            render_subdir="keys",
+            renders=renders,
             given={("keyframe", frame): path for frame, path in key_files.items()},
         )
+
+
+def planned_renders(
+    scene: bpy.types.Scene, request: InbetweenRequest, rendered_keys: bool
+) -> tuple[render.RenderBatch, ...]:
+    """Beauty stills at the keys (unless the keys are given images), then, for render-assisted
+    in-betweening, the cheap guide passes of every frame the backend chains the motion through."""
+    batches = []
+    if rendered_keys:
+        batches.append(render.RenderBatch(request.keyframes, "keys"))
+    if request.method == InbetweenMethod.RENDER:
+        size = render.output_size(scene)
+        if size != (request.width, request.height):
+            raise common.UserError(
+                f"render-assisted in-betweening needs keys at the render size {size[0]}×{size[1]}"
+                f" (the guide passes are rendered at it); the keys are"
+                f" {request.width}×{request.height}"
+            )
+        guides = request.inputs()[GUIDE_PASSES[0]]
+        batches.append(render.RenderBatch(guides, "guides", GUIDE_PASSES, guide=True))
+    if batches and scene.camera is None:
+        raise common.UserError("the scene has no camera to render the keys and passes from")
+    return tuple(batches)
 
 
 def key_positions(context: bpy.types.Context, source: str) -> tuple[list[float], str]:

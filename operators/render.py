@@ -1,4 +1,5 @@
-"""Stills and render passes through Blender's own renderer (whatever engine the scene uses).
+"""Stills and render passes through Blender's own renderer (whatever engine the scene uses;
+guide passes through Cycles at one sample).
 
 Background runs render every frame in one go; interactive runs render one frame per timer tick
 (`FrameRenders.step()`), the scene's settings put back after each frame, so Blender answers the
@@ -8,7 +9,7 @@ user between two frames.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,34 @@ PASS_SOCKETS = {
     "beauty": ("Image", "PNG"),
     "depth": ("Depth", "OPEN_EXR"),
     "normal": ("Normal", "OPEN_EXR"),
+    "vector": ("Vector", "OPEN_EXR"),
     "lineart": ("Freestyle", "PNG"),
 }
+GUIDE_ENGINE = "CYCLES"  # its Vector pass convention is the verified one (test_vector_pass.py)
+# Cycles settings for guide passes: depth and motion come from the camera rays' first hits, so
+# one sample without bounces or denoising gives them as well as a full render would.
+GUIDE_CYCLES = {"samples": 1, "use_denoising": False, "use_adaptive_sampling": False,
+                "max_bounces": 0}  # fmt: skip
+
+
+@contextmanager
+def _guide_settings(scene: bpy.types.Scene) -> Iterator[None]:
+    """Cheap settings for guide passes (vector, depth), the scene's own put back afterwards."""
+    render = scene.render
+    cycles = getattr(scene, "cycles", None)
+    if cycles is None:
+        raise RuntimeError("guide passes are rendered with Cycles: enable the Cycles add-on")
+    saved_engine = render.engine
+    saved = {name: getattr(cycles, name) for name in GUIDE_CYCLES}
+    try:
+        render.engine = GUIDE_ENGINE
+        for name, value in GUIDE_CYCLES.items():
+            setattr(cycles, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(cycles, name, value)
+        render.engine = saved_engine
 
 
 @contextmanager
@@ -92,8 +119,10 @@ def _pass_output(scene: bpy.types.Scene, passes: list[str], folder: Path) -> Ite
     saved = {
         "frame": scene.frame_current,
         "use_sequencer": render.use_sequencer,
+        "use_motion_blur": render.use_motion_blur,
         "use_pass_z": view_layer.use_pass_z,
         "use_pass_normal": view_layer.use_pass_normal,
+        "use_pass_vector": view_layer.use_pass_vector,
         "use_freestyle": render.use_freestyle,
         "layer_freestyle": view_layer.use_freestyle,
         "as_render_pass": freestyle.as_render_pass,
@@ -105,6 +134,9 @@ def _pass_output(scene: bpy.types.Scene, passes: list[str], folder: Path) -> Ite
         render.use_sequencer = False
         view_layer.use_pass_z = view_layer.use_pass_z or "depth" in passes
         view_layer.use_pass_normal = view_layer.use_pass_normal or "normal" in passes
+        if "vector" in passes:
+            render.use_motion_blur = False  # Cycles writes no Vector pass with motion blur on
+            view_layer.use_pass_vector = True
         if "lineart" in passes:
             render.use_freestyle = True
             view_layer.use_freestyle = True
@@ -128,8 +160,10 @@ def _pass_output(scene: bpy.types.Scene, passes: list[str], folder: Path) -> Ite
         for step in reversed(undo):
             step()
         render.use_sequencer = saved["use_sequencer"]
+        render.use_motion_blur = saved["use_motion_blur"]
         view_layer.use_pass_z = saved["use_pass_z"]
         view_layer.use_pass_normal = saved["use_pass_normal"]
+        view_layer.use_pass_vector = saved["use_pass_vector"]
         render.use_freestyle = saved["use_freestyle"]
         view_layer.use_freestyle = saved["layer_freestyle"]
         freestyle.as_render_pass = saved["as_render_pass"]
@@ -151,12 +185,17 @@ def _ensure_line_style(freestyle) -> list:
 
 
 def render_passes(
-    scene: bpy.types.Scene, frames: Iterable[int], passes: list[str], folder: Path
+    scene: bpy.types.Scene,
+    frames: Iterable[int],
+    passes: list[str],
+    folder: Path,
+    guide: bool = False,
 ) -> dict[tuple[str, int], Path]:
-    """Render each frame once, writing every asked pass; (pass, frame) → file."""
+    """Render each frame once, writing every asked pass (`guide`: with the cheap guide
+    settings); (pass, frame) → file."""
     folder.mkdir(parents=True, exist_ok=True)
     done: dict[tuple[str, int], Path] = {}
-    with _pass_output(scene, passes, folder):
+    with _guide_settings(scene) if guide else nullcontext(), _pass_output(scene, passes, folder):
         for frame in frames:
             done.update(_passes(scene, frame, passes, folder))
     return done
@@ -177,48 +216,85 @@ def _passes(
     return done
 
 
-@dataclass
-class FrameRenders:
-    """The renders a job still needs: beauty stills named as `still_pass` inputs (keys), or the
-    listed `passes` of each frame. Files land in `folder`; (input pass, frame) → file."""
+@dataclass(frozen=True)
+class RenderBatch:
+    """Frames to render into one sub-folder of the take: beauty stills, uploaded as input
+    `still_pass` (keys), or else the listed passes of each frame; `guide`: passes that need no
+    shading (vector, depth), rendered with the cheap guide settings."""
 
     frames: tuple[int, ...]
-    folder: Path
+    subdir: str
     passes: tuple[str, ...] = ()
     still_pass: str = "keyframe"
-    done: int = 0  # frames rendered so far
-    _files: dict[tuple[str, int], Path] = field(default_factory=dict, repr=False)
+    guide: bool = False
 
     @property
     def per_frame(self) -> int:
         """Input files each frame gives."""
         return len(self.passes) or 1
 
+    def render(
+        self, scene: bpy.types.Scene, frames: Iterable[int], folder: Path
+    ) -> dict[tuple[str, int], Path]:
+        """Render `frames` (of this batch) into folder/subdir; (input pass, frame) → file."""
+        where = folder / self.subdir
+        if self.passes:
+            return render_passes(scene, frames, list(self.passes), where, self.guide)
+        stills = render_stills(scene, frames, where)
+        return {(self.still_pass, f): p for f, p in stills.items()}
+
+
+@dataclass
+class FrameRenders:
+    """The renders a job still needs, batch after batch, into the take `folder`."""
+
+    batches: tuple[RenderBatch, ...]
+    folder: Path
+    done: int = 0  # frames rendered so far, over all batches
+    _files: dict[tuple[str, int], Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def total(self) -> int:
+        """Frames to render (a frame in two batches counts twice)."""
+        return sum(len(b.frames) for b in self.batches)
+
+    @property
+    def files_expected(self) -> int:
+        """Input files all the renders give."""
+        return sum(len(b.frames) * b.per_frame for b in self.batches)
+
     @property
     def finished(self) -> bool:
-        return self.done >= len(self.frames)
+        return self.done >= self.total
+
+    def _at(self, index: int) -> tuple[RenderBatch, int]:
+        """The batch and frame of the `index`-th render."""
+        for batch in self.batches:
+            if index < len(batch.frames):
+                return batch, batch.frames[index]
+            index -= len(batch.frames)
+        raise IndexError("no render left")
+
+    @property
+    def current_frame(self) -> int:
+        """The frame the next step() renders."""
+        return self._at(self.done)[1]
 
     def step(self, scene: bpy.types.Scene) -> dict[tuple[str, int], Path]:
         """Render the next frame alone (settings set up and put back around it); its files."""
-        frame = self.frames[self.done]
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if self.passes:
-            with _pass_output(scene, list(self.passes), self.folder):
-                files = _passes(scene, frame, list(self.passes), self.folder)
-        else:
-            with _png_output(scene):
-                files = {(self.still_pass, frame): _still(scene, frame, self.folder)}
+        batch, frame = self._at(self.done)
+        files = batch.render(scene, (frame,), self.folder)
         self.done += 1
         self._files.update(files)
         return files
 
     def all(self, scene: bpy.types.Scene) -> dict[tuple[str, int], Path]:
         """Render every remaining frame in one go (background runs); every file so far."""
-        rest = self.frames[self.done :]
-        if self.passes:
-            self._files.update(render_passes(scene, rest, list(self.passes), self.folder))
-        else:
-            stills = render_stills(scene, rest, self.folder)
-            self._files.update({(self.still_pass, f): p for f, p in stills.items()})
-        self.done = len(self.frames)
+        skip = self.done
+        for batch in self.batches:
+            rest = batch.frames[skip:]
+            skip = max(0, skip - len(batch.frames))
+            if rest:
+                self._files.update(batch.render(scene, rest, self.folder))
+        self.done = self.total
         return dict(self._files)

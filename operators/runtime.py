@@ -144,14 +144,14 @@ def _render_step(watched: Watched, scene: bpy.types.Scene) -> None:
         files = renders.step(scene)
     except (RuntimeError, OSError) as exc:
         watched.renders = None
-        watched.runner.abort(f"rendering frame {renders.frames[renders.done]} failed: {exc}")
+        watched.runner.abort(f"rendering frame {renders.current_frame} failed: {exc}")
         return
     for (pass_name, frame), path in sorted(files.items()):
         feed.put(pass_name, frame, path)
     entry = properties.find_job(scene.framesmith, watched.runner.take)
     if entry is not None and entry.state in ("PREPARING", "SUBMITTING", "AWAITING_INPUTS"):
-        entry.stage = f"rendering {renders.done}/{len(renders.frames)}"
-        entry.progress = renders.done / len(renders.frames)
+        entry.stage = f"rendering {renders.done}/{renders.total}"
+        entry.progress = renders.done / renders.total
     if renders.finished:
         watched.renders = None
         feed.close()

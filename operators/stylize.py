@@ -53,9 +53,7 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
             frame_range,
             warning,
             client,
-            render_frames=request.frames,
-            render_passes=tuple(request.inputs()),
-            render_subdir="passes",
+            renders=(render.RenderBatch(request.frames, "passes", tuple(request.inputs())),),
         )
 
 

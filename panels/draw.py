@@ -76,15 +76,50 @@ def models(layout: bpy.types.UILayout, props) -> None:
         box.label(text="Check the backend to list its models", icon="INFO")
 
 
+# One line under the method menu: what the method needs from the user.
+METHOD_HINTS = {
+    "FLOW": ("Motion estimated from the keys alone", "IPO_EASE_IN_OUT"),
+    "CROSSFADE": ("Blends the keys: no motion", "IPO_LINEAR"),
+    "RENDER": ("Renders cheap guide passes for every frame", "RENDER_STILL"),
+    "DIFFUSION": ("Needs SparseCtrl, motion module, checkpoint models", "MOD_PARTICLES"),
+}
+
+
 def inbetween(layout: bpy.types.UILayout, props) -> None:
     layout.prop(props, "inbetween_source")
     layout.prop(props, "inbetween_method")
+    text, icon = METHOD_HINTS.get(props.inbetween_method, ("", "NONE"))
+    if text:
+        layout.label(text=text, icon=icon)
     row = layout.row()
     row.prop(props, "on_twos")
     if props.inbetween_method == "FLOW":
         row.prop(props, "flow_preset", text="")
+    if props.inbetween_method == "DIFFUSION":
+        diffusion(layout, props)
     frame_range(layout, props)
     layout.operator("framesmith.inbetween", icon="IPO_EASE_IN_OUT")
+
+
+def diffusion(layout: bpy.types.UILayout, props) -> None:
+    """Diffusion in-betweening: the generator settings it shares with Stylize, its models."""
+    layout.label(text="Prompt, sampling and models as in Stylize")
+    layout.prop(props, "prompt", text="")
+    layout.prop(props, "negative_prompt", text="", icon="REMOVE")
+    col = layout.column(align=True)
+    col.prop(props, "steps")
+    col.prop(props, "guidance")
+    col.prop(props, "seed")
+    col.prop(props, "scheduler")
+    col.prop(props, "key_strength")
+    box = layout.box()
+    box.label(text="Models")
+    col = box.column(align=True)
+    col.prop(props, "checkpoint_menu", text="")
+    col.prop(props, "motion_adapter_menu", text="")
+    col.prop(props, "sparsectrl_menu", text="")
+    if not runtime.model_choices().sparsectrls:
+        box.label(text="Check the backend to list its models", icon="INFO")
 
 
 def jobs(layout: bpy.types.UILayout, props) -> None:

@@ -1,10 +1,17 @@
+"""Fixtures shared by every test folder. The offline flags go in first, before anything imports
+the hub."""
+
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 if TYPE_CHECKING:
     # Imported inside the fixtures: it needs httpx, and the bpy test environment may lack it.
@@ -41,3 +48,14 @@ def shared_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend
     b = Backend(data=root / "data", models=root / "models").start()
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny model set, made once per session. Treat as read-only:
+    copy it (shutil.copytree) before changing anything."""
+    from backend.models.tiny import make_tiny_models  # imports diffusers: only when needed
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    make_tiny_models(root)
+    return root

@@ -79,6 +79,9 @@ class RunContext(Protocol):
 
     job: JobSpec
     device: str  # "cpu", "cuda", "cuda:1", ...
+    # 0 = as asked; the worker raises it after a chunk ran out of GPU memory, up to the
+    # pipeline's memory_levels - 1 (see ShrinksOnOutOfMemory), and keeps it for later chunks.
+    memory_level: int
 
     @property
     def models(self) -> Any:  # backend.models.registry.ModelRegistry
@@ -128,3 +131,18 @@ class Pipeline(Protocol):
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
         """Compute the chunk and write every frame in chunk.frames through ctx.write_output."""
+
+
+class ShrinksOnOutOfMemory(Protocol):
+    """Optional for a Pipeline: how it copes with running out of GPU memory.
+
+    The worker runs a chunk that ran out of memory again at the next memory level
+    (ctx.memory_level), where the pipeline uses less (smaller batches, slicing, ...); past the
+    last level it fails the job with the pipeline's advice. A pipeline without these gets one
+    try and a generic message.
+    """
+
+    memory_levels: int  # how many levels, the first included (1 = no smaller way to run)
+
+    def out_of_memory_advice(self, job: JobSpec) -> str:
+        """What the user can lower, in a sentence: 'lower the resolution (now 512×512), ...'."""

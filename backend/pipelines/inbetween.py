@@ -1,9 +1,10 @@
 """In-betweening: keyframe images at frame numbers in, every frame between them out.
 
-Image-only methods for now: "flow" (DIS optical flow both ways + bidirectional softmax
-splatting, cross-fade only where neither key covers a pixel) and "crossfade". Render-assisted
-(exact motion from vector/depth passes) and generative ("diffusion") in-betweening come later;
-their inputs are already accepted so clients need not change.
+Image-only methods: "flow" (DIS optical flow both ways + bidirectional softmax splatting,
+cross-fade only where neither key covers a pixel) and "crossfade". Render-assisted ("render":
+exact motion from the vector/depth passes) lives in inbetween_guided.py; generative
+("diffusion": SparseCtrl keyframes in AnimateDiff) in inbetween_diffusion.py. Each method is an
+object in inbetween_methods.METHODS; this pipeline does what they share and hands them chunks.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from ..vision.flow import (
     photometric_error,
 )
 from ..vision.splat import premultiply, softmax_splat, unpremultiply
-from . import base
+from . import base, inbetween_methods
 from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .inbetween_diffusion import DiffusionParams
+from .inbetween_guided import GuidedInterpolator, guide_frames
 
 STAGE = "inbetween"
 
@@ -39,11 +42,17 @@ HOLE_COVERAGE = 0.25
 
 
 class InbetweenParams(BaseModel):
+    """method: "flow" (estimated optical flow, the default), "crossfade", "diffusion", or
+    "render": render-assisted, the motion taken from the renderer's Vector and Depth passes,
+    which must then be uploaded for every frame from the first key to the last (the job's
+    missing inputs name them); chosen explicitly, never guessed from what was uploaded."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["flow", "crossfade", "diffusion"] = "flow"
+    method: Literal["flow", "crossfade", "diffusion", "render"] = "flow"
     on_twos: bool = False
     flow_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    diffusion: DiffusionParams | None = None  # method "diffusion" only; None: its defaults
 
 
 def parse_params(raw: Mapping[str, Any]) -> InbetweenParams:
@@ -187,6 +196,7 @@ class _ChunkRun:
         self.params = params
         self._keys: dict[int, np.ndarray] = {}
         self._interp: FlowInterpolator | None = None
+        self._guided: GuidedInterpolator | None = None
         self._pair: tuple[np.ndarray, np.ndarray] | None = None
         self._done: dict[int, np.ndarray] = {}
 
@@ -229,9 +239,49 @@ class _ChunkRun:
         key0, key1 = self.pair()
         if self.params.method == "crossfade":
             return crossfade(key0, key1, s)
+        if self.params.method == "render":
+            return self._render_assisted(key0, key1, t)
         if self._interp is None:
             self._interp = FlowInterpolator(key0, key1, self.params.flow_preset)
         return self._interp.at(s)
+
+    def _render_assisted(self, key0: np.ndarray, key1: np.ndarray, t: int) -> np.ndarray:
+        if self._guided is None:
+            between = range(self.k0 + 1, self.k1)
+            targets = {source_frame(f, self.k0, self.params.on_twos) for f in between}
+            self._guided = GuidedInterpolator(key0, key1, self.k0, self.k1, targets, self._guides)
+        return self._guided.at(t)
+
+    def _guides(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ctx.input(Pass.VECTOR, frame), self.ctx.input(Pass.DEPTH, frame)
+
+
+class ImageMethod:
+    """flow, crossfade and render (inbetween_methods): each in-between made on its own from the
+    two keys (and, for render, the guide passes); no models."""
+
+    def check_job(self, job: JobSpec, params: InbetweenParams) -> None:
+        if params.method == "flow" and min(job.width, job.height) < MIN_FLOW_SIZE:
+            raise InputError(
+                f"Flow in-betweening needs frames of at least {MIN_FLOW_SIZE}×{MIN_FLOW_SIZE} "
+                f"pixels (got {job.width}×{job.height}); use method 'crossfade' instead."
+            )
+
+    def missing_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> list[str]:
+        return []
+
+    def pin_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> dict[str, Any]:
+        return dict(job.params)
+
+    def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
+        if len(chunk.context) != 2:
+            raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
+        run = _ChunkRun(ctx, chunk.context[0], chunk.context[1], params)
+        total = len(chunk.frames)
+        for done, t in enumerate(chunk.frames, start=1):
+            ctx.check_cancel()
+            ctx.write_output(t, run.frame(t))
+            ctx.progress(STAGE, done, total)
 
 
 class InbetweenPipeline:
@@ -242,10 +292,6 @@ class InbetweenPipeline:
 
     def check_job(self, job: JobSpec) -> None:
         params = parse_params(job.params)
-        if params.method == "diffusion":
-            raise InputError(
-                "diffusion in-betweening is not available yet; use method 'flow' or 'crossfade'."
-            )
         keys, frames = tuple(job.keyframes), tuple(job.frames)
         if len(keys) < 2:
             raise InputError(f"In-betweening needs at least two keyframes; got {len(keys)}.")
@@ -257,25 +303,34 @@ class InbetweenPipeline:
             raise InputError("Output frames must be listed in ascending order, each frame once.")
         if job.width < 1 or job.height < 1:
             raise InputError(f"The frame size {job.width}×{job.height} is empty.")
-        if params.method == "flow" and min(job.width, job.height) < MIN_FLOW_SIZE:
+        if params.diffusion is not None and params.method != "diffusion":
             raise InputError(
-                f"Flow in-betweening needs frames of at least {MIN_FLOW_SIZE}×{MIN_FLOW_SIZE} "
-                f"pixels (got {job.width}×{job.height}); use method 'crossfade' instead."
+                f"params.diffusion is for method 'diffusion'; this job's method is "
+                f"{params.method!r} (drop it, or set method to 'diffusion')."
             )
+        inbetween_methods.get(params.method).check_job(job, params)
 
     def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+        if parse_params(job.params).method == "render":
+            guides = guide_frames(job.keyframes, job.frames)
+            return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: guides, Pass.DEPTH: guides}
         return {Pass.KEYFRAME: tuple(job.keyframes)}
 
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
-        # Vector and depth feed render-assisted in-betweening (not used yet).
-        every = tuple(sorted(set(job.frames) | set(job.keyframes)))
+        # Vector and depth feed render-assisted in-betweening (method "render").
+        frames = set(job.frames) | set(job.keyframes)
+        if parse_params(job.params).method == "render":
+            frames |= set(guide_frames(job.keyframes, job.frames))
+        every = tuple(sorted(frames))
         return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: every, Pass.DEPTH: every}
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
-        return []
+        params = parse_params(job.params)
+        return inbetween_methods.get(params.method).missing_models(job, params, models)
 
     def pin_models(self, job: JobSpec, models: Any) -> dict[str, Any]:
-        return dict(job.params)  # flow and cross-fade use no models
+        params = parse_params(job.params)
+        return inbetween_methods.get(params.method).pin_models(job, params, models)
 
     def plan(self, job: JobSpec) -> list[Chunk]:
         """One chunk per key interval that has frames to write.
@@ -296,13 +351,4 @@ class InbetweenPipeline:
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
         params = parse_params(ctx.job.params)
-        if params.method == "diffusion":
-            raise PipelineError("diffusion in-betweening is not available yet.")
-        if len(chunk.context) != 2:
-            raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
-        run = _ChunkRun(ctx, chunk.context[0], chunk.context[1], params)
-        total = len(chunk.frames)
-        for done, t in enumerate(chunk.frames, start=1):
-            ctx.check_cancel()
-            ctx.write_output(t, run.frame(t))
-            ctx.progress(STAGE, done, total)
+        inbetween_methods.get(params.method).run_chunk(ctx, chunk, params)

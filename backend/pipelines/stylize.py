@@ -28,9 +28,17 @@ from ..vision.passes import normal_to_control
 from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
 from .stylize_conditioning import control_frames
 from .stylize_params import StylizeParams, parse_params
-from .stylize_plan import beauty_rgb, blend_seam, chunk_seed, plan_chunks, to_uint8
+from .stylize_plan import (
+    MEMORY_PLANS,
+    beauty_rgb,
+    blend_seam,
+    chunk_seed,
+    plan_chunks,
+    to_uint8,
+)
 
 if TYPE_CHECKING:
+    from .stylize_fusion import ChunkMotion
     from .stylize_runtime import Request, Runtime, StepHook
 
 STAGE = "denoise"
@@ -41,6 +49,20 @@ ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECT
 
 class StylizePipeline:
     kind = "stylize"
+    memory_levels = len(MEMORY_PLANS)  # base.ShrinksOnOutOfMemory
+
+    def out_of_memory_advice(self, job: JobSpec) -> str:
+        params = parse_params(job.params)
+        lower = [f"the resolution (now {job.width}×{job.height})"]
+        if params.uses_motion:
+            lower.append(f"chunk_size (now {params.chunk_size} frames)")
+        if params.controlnets:
+            lower.append(f"the number of ControlNets (now {len(params.controlnets)})")
+        return (
+            f"lower {', '.join(lower[:-1])} or {lower[-1]}"
+            if len(lower) > 1
+            else f"lower {lower[0]}"
+        ) + ", or close other programs that use the GPU, and run the job again."
 
     def params_model(self) -> type[BaseModel]:
         return StylizeParams
@@ -60,6 +82,13 @@ class StylizePipeline:
                 "ControlNet (depth, normal or lineart), or start from the beauty pass "
                 "(mode video2video, or per_frame with strength below 1)."
             )
+        if params.uses_beauty and int(params.steps * params.strength) < 1:
+            # diffusers runs int(steps × strength) of the steps from the beauty pass
+            least = next(n for n in range(1, 10_000) if int(n * params.strength) >= 1)
+            raise InputError(
+                f"{params.steps} steps at strength {params.strength} leave no denoising step "
+                f"to run: use at least {least} steps, or a higher strength."
+            )
         if params.world_to_camera is not None:  # refused now rather than in the middle of a job
             normal_to_control(np.zeros((1, 1, 3), np.float32), params.world_to_camera)
 
@@ -74,7 +103,7 @@ class StylizePipeline:
         return needed
 
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
-        # Vector (and depth without a depth ControlNet) are for flow-guided fusion, later.
+        # Vector (and depth without a depth ControlNet) feed flow-guided fusion when uploaded.
         frames = tuple(job.frames)
         return {p: frames for p in ACCEPTED_PASSES}
 
@@ -172,6 +201,7 @@ def _request(
     frames: tuple[int, ...],
     seed: int,
     finished: dict[int, np.ndarray] | None = None,
+    motion: ChunkMotion | None = None,
 ) -> Request:
     from .stylize_runtime import Request
 
@@ -186,6 +216,8 @@ def _request(
         beauty=beauty,
         controls=control_frames(ctx, params, frames),
         anchors=anchors,
+        motion=motion,
+        memory_level=getattr(ctx, "memory_level", 0),
     )
 
 
@@ -213,12 +245,34 @@ def _run_video(
         if frame < chunk.frames[0] and (done := ctx.finished_output(frame)) is not None:
             finished[frame] = done
     seed = chunk_seed(params.seed, chunk.index)
-    request = _request(ctx, params, chunk.context, seed, finished)
+    motion = _chunk_motion(ctx, chunk.context) if params.temporal_fusion else None
+    request = _request(ctx, params, chunk.context, seed, finished, motion)
     images = denoise_video(runtime, loaded, request, _progress_hook(ctx))
     generated = dict(zip(chunk.context, images, strict=True))
     blended = blend_seam(generated, finished, chunk.frames, params.overlap)
     for frame in chunk.frames:
         ctx.write_output(frame, to_uint8(blended[frame]))
+
+
+def _chunk_motion(ctx: RunContext, frames: tuple[int, ...]) -> ChunkMotion | None:
+    """The render's motion over the chunk's frames, from whichever Vector passes were uploaded
+    (depth, where uploaded, adds occlusion); None without any."""
+    from ..vision.consistency import FrameMotion
+    from .stylize_fusion import ChunkMotion
+
+    motions: list[FrameMotion | None] = []
+    for frame in frames:
+        if not ctx.has_input(Pass.VECTOR, frame):
+            motions.append(None)
+            continue
+        depth = ctx.input(Pass.DEPTH, frame) if ctx.has_input(Pass.DEPTH, frame) else None
+        try:
+            motions.append(FrameMotion.from_passes(ctx.input(Pass.VECTOR, frame), depth))
+        except ValueError as exc:
+            raise PipelineError(f"The vector pass of frame {frame} cannot be used: {exc}") from None
+    if all(m is None for m in motions):
+        return None
+    return ChunkMotion.from_frames(motions)
 
 
 def _run_per_frame(

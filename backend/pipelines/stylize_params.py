@@ -99,6 +99,22 @@ class StylizeParams(BaseModel):
     overlap: int = Field(
         DEFAULT_OVERLAP, ge=0, description="frames a chunk shares with the previous one"
     )
+    temporal_fusion: bool = Field(
+        True,
+        description="video modes: follow Blender's Vector pass (upload it, and depth for "
+        "occlusion) with flow-warped initial noise and flow-guided latent fusion; off for "
+        "comparison. Without a Vector pass it changes nothing",
+    )
+    fusion_strength: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="how far the first step pulls each frame towards the previous one warped "
+        "along the motion (later steps less); 0 keeps the warped noise only",
+    )
+    fusion_end: float = Field(
+        0.6, gt=0.0, le=1.0, description="fraction of the steps after which fusion stops"
+    )
     world_to_camera: list[list[float]] | None = Field(
         None,
         description="3x3 rotation (or 4x4 view matrix) bringing world-space normals into "

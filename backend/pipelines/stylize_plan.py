@@ -1,16 +1,40 @@
-"""Cutting a shot into overlapping chunks, per-chunk seeds, and blending a chunk into the
-frames its predecessor already wrote. numpy only."""
+"""Cutting a shot into overlapping chunks, per-chunk seeds, blending a chunk into the frames
+its predecessor already wrote, and what a chunk may use at each memory level. numpy only."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .base import Chunk
 
 SEED_MASK = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a chunk runs at one memory level; the worker moves to the next level when a chunk
+    runs out of GPU memory. Each level trades speed (and, the last, some motion coherence)
+    for memory; frames a retried chunk writes may differ slightly from the first level's."""
+
+    decode_frames: int  # frames per VAE encode/decode batch
+    vae_slicing: bool  # the VAE takes one frame at a time
+    vae_tiling: bool  # ... and large frames in tiles
+    window_divisor: int  # FreeNoise context window = the motion module's window / this
+
+
+MEMORY_PLANS = (
+    MemoryPlan(decode_frames=16, vae_slicing=False, vae_tiling=False, window_divisor=1),
+    MemoryPlan(decode_frames=4, vae_slicing=True, vae_tiling=False, window_divisor=1),
+    MemoryPlan(decode_frames=1, vae_slicing=True, vae_tiling=True, window_divisor=2),
+)
+
+
+def memory_plan(level: int) -> MemoryPlan:
+    return MEMORY_PLANS[min(max(level, 0), len(MEMORY_PLANS) - 1)]
 
 
 def plan_chunks(frames: Sequence[int], chunk_size: int, overlap: int) -> list[Chunk]:

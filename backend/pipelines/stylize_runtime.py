@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from diffusers import (  # noqa: E402
     AnimateDiffControlNetPipeline,
+    AnimateDiffSparseControlNetPipeline,
     AnimateDiffVideoToVideoControlNetPipeline,
     AnimateDiffVideoToVideoPipeline,
     DDIMScheduler,
@@ -33,6 +34,7 @@ from diffusers import (  # noqa: E402
     UNetMotionModel,
 )
 from diffusers.models.attention import FreeNoiseTransformerBlock  # noqa: E402
+from diffusers.pipelines.free_noise_utils import AnimateDiffFreeNoiseMixin  # noqa: E402
 
 from ..models.loading import (  # noqa: E402
     LoadedModels,
@@ -42,7 +44,9 @@ from ..models.loading import (  # noqa: E402
     ModelSet,
 )
 from .base import PipelineError  # noqa: E402
+from .stylize_fusion import ChunkMotion, FusionSchedule, LatentFusion, warped_noise  # noqa: E402
 from .stylize_params import MOTION_WINDOW, StylizeParams  # noqa: E402
+from .stylize_plan import MemoryPlan, memory_plan  # noqa: E402
 
 # Step callback: (steps done in this call, steps of this call) -> None; may raise Canceled.
 StepHook = Callable[[int, int], None]
@@ -91,6 +95,10 @@ class Request:
     # Frames already written (position in the request -> float32 HxWx3 0..1): held on those
     # pictures while the rest is denoised, so the chunk continues what was written.
     anchors: Mapping[int, np.ndarray] = field(default_factory=dict)
+    # The render's motion over the request's frames: warped initial noise and latent fusion
+    # (video modes, params.temporal_fusion). None: each frame's own noise, no fusion.
+    motion: ChunkMotion | None = None
+    memory_level: int = 0  # stylize_plan.MEMORY_PLANS: raised after running out of memory
 
 
 class Runtime:
@@ -152,6 +160,16 @@ class Runtime:
                     loaded.pipe, controlnet=nets, **common
                 )
             return AnimateDiffVideoToVideoPipeline.from_pipe(loaded.pipe, **common)
+        if kind == "sparsectrl":  # diffusion in-betweening (inbetween_diffusion)
+            if loaded.motion_adapter is None or loaded.sparsectrl is None:
+                raise PipelineError("SparseCtrl needs a motion adapter and a SparseCtrl model.")
+            return AnimateDiffSparseControlNetPipeline.from_pipe(
+                loaded.pipe,
+                unet=self._motion_unet(loaded),
+                motion_adapter=loaded.motion_adapter,
+                controlnet=loaded.sparsectrl,
+                dtype=dtype,
+            )
         if kind == "img2img":
             if nets:
                 return StableDiffusionControlNetImg2ImgPipeline.from_pipe(
@@ -212,7 +230,8 @@ def set_free_noise(pipe: Any, frames: int, window: int) -> None:
         if modules is not None and any(
             isinstance(m, FreeNoiseTransformerBlock) for m in modules.modules()
         ):
-            pipe._disable_free_noise_in_block(block)
+            # Called on the mixin: the SparseCtrl pipeline shares the UNet but lacks FreeNoise.
+            AnimateDiffFreeNoiseMixin._disable_free_noise_in_block(pipe, block)
     pipe._free_noise_context_length = None
 
 
@@ -225,7 +244,15 @@ class _Anchor:
     continuation of the pictures, which is what keeps a chunk's start on the previous chunk.
     """
 
-    def __init__(self, pipe: Any, pictures: Mapping[int, np.ndarray], seed: int) -> None:
+    def __init__(
+        self,
+        pipe: Any,
+        pictures: Mapping[int, np.ndarray],
+        seed: int,
+        noise: torch.Tensor | None = None,
+    ) -> None:
+        """noise: the chunk's initial noise (1, C, F, h, w) to noise the pictures with (so they
+        share the warped noise of the frames after them); default: their own, from seed."""
         self.positions = sorted(pictures)
         vae = pipe.vae
         pixels = torch.from_numpy(np.stack([pictures[i] for i in self.positions]))
@@ -233,7 +260,10 @@ class _Anchor:
         with torch.no_grad():
             clean = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
         self.clean = clean.permute(1, 0, 2, 3)[None]  # (1, C, frames, h, w), as the pipeline
-        noise = torch.randn(self.clean.shape, generator=_generator(seed), dtype=torch.float32)
+        if noise is None:
+            noise = torch.randn(self.clean.shape, generator=_generator(seed), dtype=torch.float32)
+        else:
+            noise = noise[:, :, self.positions]
         self.noise = noise.to(clean.device, clean.dtype)
 
     def __call__(self, pipe: Any, i: int, t: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
@@ -247,12 +277,19 @@ class _Anchor:
         return held
 
 
-def _step_callback(hook: StepHook, anchor: _Anchor | None = None) -> Callable[..., dict[str, Any]]:
+def _step_callback(
+    hook: StepHook, anchor: _Anchor | None = None, fusion: LatentFusion | None = None
+) -> Callable[..., dict[str, Any]]:
     def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         hook(i + 1, int(pipe.num_timesteps))  # may raise Canceled: nothing after it runs
-        if anchor is None:
+        if anchor is None and fusion is None:
             return {}
-        return {"latents": anchor(pipe, i, t, tensors["latents"])}
+        latents = tensors["latents"]
+        if anchor is not None:  # first: fusion then continues from the held frames
+            latents = anchor(pipe, i, t, latents)
+        if fusion is not None:
+            latents = fusion(latents, i, int(pipe.num_timesteps))
+        return {"latents": latents}
 
     return on_step_end
 
@@ -275,7 +312,12 @@ def _control_kwargs(params: StylizeParams) -> dict[str, Any]:
     }
 
 
-def _common_kwargs(req: Request, hook: StepHook, anchor: _Anchor | None = None) -> dict[str, Any]:
+def _common_kwargs(
+    req: Request,
+    hook: StepHook,
+    anchor: _Anchor | None = None,
+    fusion: LatentFusion | None = None,
+) -> dict[str, Any]:
     p = req.params
     return {
         "prompt": p.prompt,
@@ -285,7 +327,7 @@ def _common_kwargs(req: Request, hook: StepHook, anchor: _Anchor | None = None) 
         "num_inference_steps": p.steps,
         "guidance_scale": p.guidance,
         "output_type": "np",
-        "callback_on_step_end": _step_callback(hook, anchor),
+        "callback_on_step_end": _step_callback(hook, anchor, fusion),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
 
@@ -304,17 +346,76 @@ def denoise_video(
         pipe = runtime.pipeline(loaded, "video2video")
         frames = len(req.beauty)
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)
-    set_free_noise(pipe, frames, motion_window(loaded))
-    anchor = _Anchor(pipe, req.anchors, anchor_seed(req.seed)) if req.anchors else None
-    kwargs = _common_kwargs(req, hook, anchor) | {"generator": _generator(req.seed)}
+    plan = memory_plan(req.memory_level)
+    set_free_noise(pipe, frames, max(1, motion_window(loaded) // plan.window_divisor))
+    set_vae_memory(pipe.vae, plan)
+    noise = fusion = None
+    if req.motion is not None and p.temporal_fusion:
+        if req.motion.frames != frames:
+            raise PipelineError(f"motion for {req.motion.frames} frames, not {frames}")
+        channels = int(pipe.unet.config.in_channels)
+        noise = torch.from_numpy(warped_noise(req.motion, channels, req.seed))
+        noise = noise.permute(1, 0, 2, 3)[None]  # (1, C, F, h, w), as the pipeline's latents
+        if p.fusion_strength > 0.0:
+            schedule = FusionSchedule(p.fusion_strength, p.fusion_end)
+            fusion = LatentFusion(req.motion, schedule, held=req.anchors.keys())
+    anchor = None
+    if req.anchors:
+        anchor = _Anchor(pipe, req.anchors, anchor_seed(req.seed), noise)
+    kwargs = _common_kwargs(req, hook, anchor, fusion) | {"generator": _generator(req.seed)}
+    kwargs["decode_chunk_size"] = plan.decode_frames
     if req.controls:
         kwargs |= _control_kwargs(p) | {"conditioning_frames": req.controls}
     if p.mode == "text2video":
         kwargs["num_frames"] = frames
+        if noise is not None:
+            kwargs["latents"] = noise.to(pipe.unet.device, pipe.unet.dtype)
     else:
-        kwargs |= {"video": req.beauty, "strength": p.strength}
+        kwargs["strength"] = p.strength
+        start = _noised_video(pipe, req, noise, plan) if noise is not None else None
+        if start is None:
+            kwargs["video"] = req.beauty
+        else:  # the pipeline takes either the video or latents made from it
+            kwargs["latents"] = start
     out = pipe(**kwargs).frames
     return [np.asarray(f, np.float32) for f in out[0]]
+
+
+def _noised_video(
+    pipe: Any, req: Request, noise: torch.Tensor, plan: MemoryPlan
+) -> torch.Tensor | None:
+    """video2video's starting latents with the given noise: the beauty frames encoded and
+    noised to the first step's level, as the pipeline does itself with noise of its own.
+    None when strength leaves no step to run (then there is nothing to noise)."""
+    p = req.params
+    device, dtype = pipe.unet.device, pipe.unet.dtype
+    pipe.scheduler.set_timesteps(p.steps, device=device)
+    timesteps, _ = pipe.get_timesteps(p.steps, pipe.scheduler.timesteps, p.strength, device)
+    if len(timesteps) == 0:
+        return None
+    video = pipe.video_processor.preprocess_video(req.beauty, height=req.height, width=req.width)
+    video = video.permute(0, 2, 1, 3, 4)[0]  # (F, 3, H, W)
+    vae = pipe.vae
+    upcast = bool(vae.config.force_upcast) and vae.dtype == torch.float16
+    if upcast:  # as the pipeline: SD VAEs overflow when encoding in half precision
+        vae.to(dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            pixels = video.to(device, torch.float32 if upcast else dtype)
+            clean = pipe.encode_video(pixels, _generator(req.seed), plan.decode_frames)
+    finally:
+        if upcast:
+            vae.to(dtype=dtype)
+    clean = clean.to(dtype) * vae.config.scaling_factor  # (F, C, h, w)
+    frames_first = noise[0].permute(1, 0, 2, 3).to(device, dtype)
+    noised = pipe.scheduler.add_noise(clean, frames_first, timesteps[:1])
+    return noised.permute(1, 0, 2, 3)[None]
+
+
+def set_vae_memory(vae: Any, plan: MemoryPlan) -> None:
+    """The VAE is shared by every pipeline of a model set: its state is set before each call."""
+    (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
+    (vae.enable_tiling if plan.vae_tiling else vae.disable_tiling)()
 
 
 def denoise_frame(
@@ -335,6 +436,7 @@ def denoise_frame(
         pipe = runtime.pipeline(loaded, "txt2img")
         kwargs["image"] = controls
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=False)
+    set_vae_memory(pipe.vae, memory_plan(req.memory_level))
     out = pipe(**kwargs).images
     return np.asarray(out[0], np.float32)
 
@@ -354,3 +456,10 @@ def model_set(
         dtype=dtype_for(device),
         device=device,
     )
+
+
+# Reused by diffusion in-betweening (inbetween_diffusion): holding a clip's end frames on their
+# pictures, per-step progress and cancel, and seeding.
+Anchor = _Anchor
+step_callback = _step_callback
+generator = _generator

@@ -162,9 +162,12 @@ def vector_to_flow(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
       backward_flow[y, x] = (dx, dy): the surface at (x, y) here was at (x+dx, y+dy) in the
                             previous frame; cv2.remap(previous, x+dx, y+dy) warps it onto this.
       forward_flow[y, x]  = (dx, dy): it will be at (x+dx, y+dy) in the next frame.
-    Blender's pass, from Cycles' primitive_motion_vector(), is in raster space with y UP:
+    Blender's pass is in raster space with y UP, in pixels:
       X, Y = raster(previous) - raster(this);  Z, W = raster(this) - raster(next).
     So backward = (X, -Y) and forward = (-Z, W); both y components flip for y-down images.
+    Verified against a Cycles render (tests/blender/test_vector_pass.py): with an orthographic
+    camera, a surface that moves 3 px right and then 5 px up has Z = -3 on the first frame,
+    X = -3 and W = -5 on the second, Y = -5 on the third; the background is 0.
     """
     values = np.asarray(vector, dtype=np.float32)
     if values.ndim != 3 or values.shape[2] != 4:
@@ -172,3 +175,15 @@ def vector_to_flow(vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     backward = np.stack([values[:, :, 0], -values[:, :, 1]], axis=2)
     forward = np.stack([-values[:, :, 2], values[:, :, 3]], axis=2)
     return backward, forward
+
+
+def flow_to_vector(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """The exact inverse of vector_to_flow: two HxWx2 flows -> Blender's HxWx4 Vector pass.
+
+    For synthetic passes in tests and benchmarks: vector_to_flow(flow_to_vector(b, f)) == (b, f).
+    """
+    back = np.asarray(backward, dtype=np.float32)
+    fwd = np.asarray(forward, dtype=np.float32)
+    if back.ndim != 3 or back.shape[2] != 2 or fwd.shape != back.shape:
+        raise ValueError(f"flows must both be HxWx2, not {back.shape} and {fwd.shape}")
+    return np.stack([back[:, :, 0], -back[:, :, 1], -fwd[:, :, 0], fwd[:, :, 1]], axis=2)

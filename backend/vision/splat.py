@@ -17,6 +17,10 @@ import numpy as np
 DEPTH_BACKGROUND = 1e9
 
 _IMPORTANCE_LIMIT = 60.0  # exp(±60) is comfortably inside float64
+# Landing points are clamped to within _PAD pixels of the image and accumulated on a grid with
+# that margin (one more column and row for the far corner), so no corner needs a bounds test;
+# the margin is cropped away at the end.
+_PAD = 2
 
 
 class Splat(NamedTuple):
@@ -25,38 +29,27 @@ class Splat(NamedTuple):
     coverage: np.ndarray  # HxW float32: Σ bilinear share (≈1 where covered, 0 in holes)
 
 
-def _corners(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Where each source pixel lands: (target index, bilinear share), both 4 x H·W.
+def _landing(flow: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Where each source pixel lands on the padded grid: (flat index of the corner up and left
+    of it, fraction to the right, fraction down, padded row length), all over the H·W sources.
 
-    Row k holds one of the four corners around the landing point; a corner outside the image
-    gets share 0 (and a harmless index 0), which keeps every array aligned with the sources.
+    Positions are float64 so that np.bincount takes the shares without converting them.
+    Non-finite or far-off positions are parked in the margin, so they add nothing.
     """
     h, w = flow.shape[:2]
-    px = np.arange(w, dtype=np.float32)[None, :] + flow[..., 0]
-    py = np.arange(h, dtype=np.float32)[:, None] + flow[..., 1]
-    # Non-finite or far-off positions are parked just outside the image, so they add nothing.
-    px = np.nan_to_num(np.clip(px, -2.0, w + 1.0), nan=-2.0).ravel()
-    py = np.nan_to_num(np.clip(py, -2.0, h + 1.0), nan=-2.0).ravel()
+    px = np.arange(w, dtype=np.float64)[None, :] + flow[..., 0]
+    py = np.arange(h, dtype=np.float64)[:, None] + flow[..., 1]
+    px = np.clip(px, -_PAD, w - 1 + _PAD, out=px).ravel()
+    py = np.clip(py, -_PAD, h - 1 + _PAD, out=py).ravel()
+    lost = np.isnan(px) | np.isnan(py)
+    if lost.any():
+        px[lost] = -_PAD
+        py[lost] = -_PAD
     x0 = np.floor(px)
     y0 = np.floor(py)
-    fx = px - x0
-    fy = py - y0
-    x0i = x0.astype(np.int64)
-    y0i = y0.astype(np.int64)
-    base = y0i * w + x0i
-
-    x_in = ((x0i >= 0) & (x0i < w), (x0i >= -1) & (x0i < w - 1))
-    y_in = ((y0i >= 0) & (y0i < h), (y0i >= -1) & (y0i < h - 1))
-    x_part = (1.0 - fx, fx)
-    y_part = (1.0 - fy, fy)
-
-    index = np.empty((4, h * w), dtype=np.int64)
-    share = np.empty((4, h * w), dtype=np.float64)
-    for k, (dx, dy) in enumerate(((0, 0), (1, 0), (0, 1), (1, 1))):
-        inside = x_in[dx] & y_in[dy]
-        index[k] = np.where(inside, base + (dy * w + dx), 0)
-        share[k] = np.where(inside, x_part[dx] * y_part[dy], 0.0)
-    return index, share
+    row = w + 2 * _PAD + 1
+    corner = (y0.astype(np.intp) + _PAD) * row + (x0.astype(np.intp) + _PAD)
+    return corner, px - x0, py - y0, row
 
 
 def softmax_splat(
@@ -72,28 +65,35 @@ def softmax_splat(
     img = image if image.ndim == 3 else image[..., None]
     if img.shape[:2] != (h, w):
         raise ValueError(f"image {img.shape[:2]} and flow {(h, w)} differ in size")
-    size = h * w
-    index, share = _corners(flow)
-    flat_index = index.ravel()
-
-    coverage = np.bincount(flat_index, weights=share.ravel(), minlength=size)
+    channels = img.shape[2]
+    corner, fx, fy, row = _landing(flow)
+    size = (h + 2 * _PAD + 1) * row
+    gain = None
     if importance is not None:
         z = np.clip(importance.astype(np.float64).ravel(), -_IMPORTANCE_LIMIT, _IMPORTANCE_LIMIT)
-        share *= np.exp(z)[None, :]
-    weight = np.bincount(flat_index, weights=share.ravel(), minlength=size)
+        gain = np.exp(z)
+    columns = [img[..., c].ravel() for c in range(channels)]
 
-    values = img.reshape(size, -1)
-    out = np.empty((size, values.shape[1]), dtype=np.float32)
+    # Rows: the channels (weighted sums), then the weight, then the coverage.
+    acc = np.zeros((channels + 2, size))
+    gx, gy = 1.0 - fx, 1.0 - fy
+    for offset, share in ((0, gx * gy), (1, fx * gy), (row, gx * fy), (row + 1, fx * fy)):
+        index = corner + offset
+        acc[channels + 1] += np.bincount(index, weights=share, minlength=size)
+        if gain is not None:
+            share *= gain
+        acc[channels] += np.bincount(index, weights=share, minlength=size)
+        for c, column in enumerate(columns):
+            acc[c] += np.bincount(index, weights=share * column, minlength=size)
+
+    inner = acc.reshape(channels + 2, -1, row)[:, _PAD : _PAD + h, _PAD : _PAD + w]
+    weight = np.ascontiguousarray(inner[channels])
     landed = weight > 0.0
-    safe = np.where(landed, weight, 1.0)
-    for c in range(values.shape[1]):
-        acc = np.bincount(flat_index, weights=(share * values[:, c]).ravel(), minlength=size)
-        out[:, c] = np.where(landed, acc / safe, 0.0)
-    return Splat(
-        out.reshape(h, w, -1),
-        weight.reshape(h, w),
-        coverage.reshape(h, w).astype(np.float32),
-    )
+    inverse = np.divide(1.0, weight, out=np.zeros_like(weight), where=landed)
+    out = np.empty((h, w, channels), dtype=np.float32)
+    for c in range(channels):
+        out[..., c] = inner[c] * inverse
+    return Splat(out, weight, inner[channels + 1].astype(np.float32))
 
 
 def depth_importance(depth: np.ndarray, alpha: float = 20.0) -> np.ndarray:

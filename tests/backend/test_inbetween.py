@@ -274,7 +274,7 @@ def test_inputs_and_models() -> None:
     [
         ((0, 4), (1,), {"sharpness": 2}, "sharpness"),
         ((0, 4), (1,), {"flow_preset": "slow"}, "flow_preset"),
-        ((0, 4), (1,), {"method": "diffusion"}, "diffusion in-betweening is not available yet"),
+        ((0, 4), (1,), {"method": "diffusion", "diffusion": {"steps": 0}}, "diffusion.steps"),
         ((3,), (3,), {}, "at least two keyframes"),
         ((), (3,), {}, "at least two keyframes"),
         ((4, 1), (2,), {}, "ascending"),
@@ -343,3 +343,48 @@ def test_splat_importance_decides_who_is_in_front() -> None:
     near_wins = softmax_splat(img, flow, depth_importance(depth))
     assert near_wins.image[0, 1, 0] < 0.01
     assert near_wins.coverage[0, 1] == pytest.approx(2.0)
+
+
+def _reference_splat(
+    img: np.ndarray, flow: np.ndarray, importance: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax splatting written out pixel by pixel: (image, coverage)."""
+    h, w, c = img.shape
+    acc = np.zeros((h, w, c))
+    weight = np.zeros((h, w))
+    coverage = np.zeros((h, w))
+    for y in range(h):
+        for x in range(w):
+            px, py = x + flow[y, x, 0], y + flow[y, x, 1]
+            x0, y0 = int(np.floor(px)), int(np.floor(py))
+            for tx, ty in ((x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1)):
+                if 0 <= tx < w and 0 <= ty < h:
+                    share = (1 - abs(px - tx)) * (1 - abs(py - ty))
+                    coverage[ty, tx] += share
+                    weight[ty, tx] += share * np.exp(importance[y, x])
+                    acc[ty, tx] += share * np.exp(importance[y, x]) * img[y, x]
+    landed = weight > 0
+    out = np.where(landed[..., None], acc / np.where(landed, weight, 1.0)[..., None], 0.0)
+    return out, coverage
+
+
+def test_splat_matches_the_per_pixel_definition_at_fractional_and_outside_positions() -> None:
+    rng = np.random.default_rng(5)
+    img = rng.random((7, 10, 3)).astype(np.float32)
+    flow = (rng.random((7, 10, 2)).astype(np.float32) - 0.5) * 6.0  # some land outside
+    flow[0, 0] = (40.0, -30.0)  # far off the image: adds nothing
+    importance = (rng.random((7, 10)) * 8.0 - 4.0).astype(np.float32)
+    out = softmax_splat(img, flow, importance)
+    ref_image, ref_coverage = _reference_splat(img, flow, importance)
+    np.testing.assert_allclose(out.image, ref_image, atol=1e-5)
+    np.testing.assert_allclose(out.coverage, ref_coverage, atol=1e-5)
+    assert out.image.dtype == np.float32 and out.image.shape == (7, 10, 3)
+
+
+def test_splat_ignores_non_finite_flow() -> None:
+    img = np.ones((4, 5, 1), np.float32)
+    flow = np.zeros((4, 5, 2), np.float32)
+    flow[1, 2] = np.nan
+    out = softmax_splat(img, flow)
+    assert out.coverage[1, 2] == 0.0 and out.image[1, 2, 0] == 0.0
+    assert out.coverage.sum() == pytest.approx(19.0)

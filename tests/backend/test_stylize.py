@@ -81,16 +81,24 @@ def create(c: httpx.Client, params: dict, frames: range = range(SHOT)) -> dict:
     return r.json()
 
 
-def upload(c: httpx.Client, job: dict, shot: dict[int, dict[Pass, bytes]]) -> None:
-    for p, frames in job["missing_inputs"].items():
+def upload(
+    c: httpx.Client, job: dict, shot: dict[int, dict[Pass, bytes]], vectors: bool = False
+) -> None:
+    """The job's required inputs; with vectors, the Vector pass too (temporal fusion)."""
+    needed = dict(job["missing_inputs"])
+    if vectors:
+        needed[Pass.VECTOR.value] = job["frames"]
+    for p, frames in needed.items():
         for f in frames:
             r = c.put(f"/v1/jobs/{job['id']}/inputs/{p}/{f}", content=shot[f][Pass(p)])
             assert r.status_code == 200, r.text
 
 
-def run_job(c: httpx.Client, params: dict, shot, frames: range = range(SHOT)) -> dict:
+def run_job(
+    c: httpx.Client, params: dict, shot, frames: range = range(SHOT), vectors: bool = False
+) -> dict:
     job = create(c, params, frames)
-    upload(c, job, shot)
+    upload(c, job, shot, vectors)
     r = c.post(f"/v1/jobs/{job['id']}/start")
     assert r.status_code == 202, r.text
     done = wait_for(c, job["id"], {"done", "failed", "canceled"})
@@ -176,6 +184,8 @@ def test_check_job_and_inputs() -> None:
         pipe.check_job(spec({}, width=100))
     with pytest.raises(InputError, match="at least one ControlNet"):
         pipe.check_job(spec({"mode": "text2video"}))
+    with pytest.raises(InputError, match=r"1 steps at strength 0.6 .* at least 2 steps"):
+        pipe.check_job(spec({"steps": 1, "strength": 0.6}))
     with pytest.raises(InputError, match="singular"):
         pipe.check_job(spec({"world_to_camera": [[0, 0, 0]] * 3}))
     v2v = spec({"controlnets": [{"pass": "depth"}]})
@@ -203,6 +213,7 @@ class MemoryContext:
     outputs: dict[int, np.ndarray] = field(default_factory=dict)
     progress_log: list[tuple[str, int, int]] = field(default_factory=list)
     device: str = "cpu"
+    memory_level: int = 0
 
     @property
     def models(self) -> Any:
@@ -322,16 +333,34 @@ def test_written_frames_hold_the_next_chunk_on_them(tiny_models: Path, scheduler
     assert all(np.abs(a[i] - b[i]).max() > 0.01 for i in range(2, 6))
 
 
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_higher_memory_level_runs_the_chunk_smaller(tiny_models: Path, shot) -> None:
+    """After running out of GPU memory the worker retries a chunk at the next memory level:
+    the VAE then works frame by frame (and in tiles), and the chunk still writes its frames."""
+    from backend.models.registry import ModelRegistry
+    from backend.pipelines.stylize_plan import MEMORY_PLANS
+    from backend.pipelines.stylize_runtime import runtime_for
+
+    registry = ModelRegistry(tiny_models).scan()
+    job = spec({**BASE, "controlnets": NETS[:1]}, frames=range(4))
+    states = []
+    for level in (len(MEMORY_PLANS) - 1, 0):
+        ctx = MemoryContext(job, registry, shot, memory_level=level)
+        run_chunks(ctx)
+        assert sorted(ctx.outputs) == [0, 1, 2, 3]
+        vae = runtime_for("cpu").loaded.pipe.vae  # type: ignore[union-attr]
+        states.append((vae.use_slicing, vae.use_tiling))
+    assert states == [(True, True), (False, False)]
+    assert MEMORY_PLANS[-1].decode_frames < MEMORY_PLANS[0].decode_frames
+
+
 # --- whole jobs through the real service -------------------------------------------------------
 
 
 def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None:
     with backend.client() as c:
         job = create(c, BASE)
-        for f in range(SHOT):  # taken now, used by flow-guided fusion later
-            r = c.put(f"/v1/jobs/{job['id']}/inputs/vector/{f}", content=shot[f][Pass.VECTOR])
-            assert r.status_code == 200, r.text
-        upload(c, job, shot)
+        upload(c, job, shot, vectors=True)  # flow-guided fusion follows them
         c.post(f"/v1/jobs/{job['id']}/start").raise_for_status()
         first = wait_for(c, job["id"], {"done", "failed", "canceled"})
         assert first["state"] == "done", first
@@ -346,10 +375,10 @@ def test_forty_frame_shot_with_three_controlnets(backend: Backend, shot) -> None
             assert image.shape == (H, W, 3) and image.dtype == np.uint8
         assert len({bytes(d) for d in frames.values()}) == SHOT  # every frame its own
 
-        again = outputs(c, run_job(c, BASE, shot))
+        again = outputs(c, run_job(c, BASE, shot, vectors=True))
         assert again == frames, "the same seed must give byte-identical frames"
 
-        other = outputs(c, run_job(c, {**BASE, "seed": 8}, shot))
+        other = outputs(c, run_job(c, {**BASE, "seed": 8}, shot, vectors=True))
         assert all(other[f] != frames[f] for f in range(SHOT))
 
 

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 
-from backend.pipelines.inbetween import InbetweenParams
+from backend.pipelines.base import JobSpec, Pass
+from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
+from backend.pipelines.inbetween_diffusion import DiffusionParams
+from backend.pipelines.inbetween_guided import guide_frames as backend_guide_frames
 from backend.pipelines.stylize_params import StylizeParams
 from client.request import (
     ControlNetSetting,
+    DiffusionOptions,
     InbetweenMethod,
     Scheduler,
     Settings,
     Shot,
     StylizeMode,
     build_request,
+    from_job,
+    guide_frames,
 )
 
 SHOT = Shot(64, 48, tuple(range(1, 17)), (1, 16), ((1, 0, 0), (0, 0, 1), (0, -1, 0)))
@@ -43,6 +49,41 @@ def test_every_stylize_request_validates_in_the_backend(mode: str, scheduler: st
 
 @pytest.mark.parametrize("method", list(InbetweenMethod))
 def test_every_inbetween_request_validates_in_the_backend(method: str) -> None:
-    request = build_request("inbetween", replace(Settings(), inbetween_method=method), SHOT)
+    """The backend stores params as its model dumps them, its defaults filled in (a flow job's
+    `diffusion: None` among them): what the add-on sent must come back unchanged, and the stored
+    form must give back the same request when a take is re-imported by job id."""
+    settings = Settings(prompt="ink", steps=3, seed=9, inbetween_method=method, key_strength=0.5)
+    request = build_request("inbetween", settings, SHOT)
     params = InbetweenParams.model_validate(request.params())
-    assert params.model_dump(mode="json") == request.params()
+    stored = params.model_dump(mode="json")
+    sent = request.params()
+    assert {k: stored[k] for k in sent if k != "diffusion"} == {
+        k: v for k, v in sent.items() if k != "diffusion"
+    }
+    if method == InbetweenMethod.DIFFUSION:
+        assert {k: stored["diffusion"][k] for k in sent["diffusion"]} == sent["diffusion"]
+    else:
+        assert "diffusion" not in sent and stored["diffusion"] is None
+    job = {**request.job_body(), "params": stored}
+    assert from_job(job) == request
+
+
+def test_render_assisted_uploads_exactly_what_the_backend_requires() -> None:
+    for frames in (tuple(range(1, 17)), (1, 2, 16), (1, 16), (0, 3, 20)):
+        shot = replace(SHOT, frames=frames, keyframes=(1, 5, 16))
+        request = build_request("inbetween", Settings(inbetween_method="render"), shot)
+        spec = JobSpec("j", "inbetween", 64, 48, frames, (1, 5, 16), request.params())
+        required = InbetweenPipeline().required_inputs(spec)
+        assert {p.value: f for p, f in required.items()} == request.inputs()
+        assert guide_frames((1, 5, 16), frames) == backend_guide_frames((1, 5, 16), frames)
+    assert Pass.VECTOR.value == "vector" and Pass.DEPTH.value == "depth"
+
+
+def test_diffusion_defaults_are_the_backends() -> None:
+    """Same fields, same defaults ("" here is the backend's "" or None: let it choose)."""
+    backend = DiffusionParams().model_dump(mode="json")
+    ours = asdict(DiffusionOptions())
+    assert ours.keys() == backend.keys()
+    assert {k: v if v != "" else None for k, v in ours.items()} == {
+        k: v if v != "" else None for k, v in backend.items()
+    }

@@ -281,6 +281,26 @@ def test_abort_fails_the_take_and_cancels_it_on_the_backend(
     assert client_for(local).job(created.job_id)["state"] == "canceled"
 
 
+def test_cancelling_a_job_that_just_finished_is_not_a_failure(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    """The backend answers 409 to a cancel that arrives after the job ended: the take stops as
+    asked, and the job keeps its frames for a re-import."""
+    request = build_request("inbetween", Settings(), Shot(W, H, frames=(1, 2, 3), keyframes=(1, 3)))
+    inputs = keys_on_disk(tmp_path / "keys", {1: 4, 3: 12})
+    first = JobRunner("late", lambda: client_for(local), tmp_path / "a",
+                      request=request, inputs=inputs)  # fmt: skip
+    first.run()
+    done = list(_all(first.messages))[-1]
+    assert isinstance(done, Done)
+    late = JobRunner("late", lambda: client_for(local), tmp_path / "b", job_id=done.job_id)
+    late.cancel()
+    late.run()
+    final = list(_all(late.messages))[-1]
+    assert isinstance(final, Canceled), final
+    assert client_for(local).job(done.job_id)["state"] == "done"
+
+
 def test_reattached_job_that_never_got_its_inputs_fails_with_a_sentence(
     local: BackendConfig, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from client.request import (
     ControlNetSetting,
+    DiffusionOptions,
     InbetweenRequest,
     JobKind,
     RequestError,
@@ -16,7 +17,9 @@ from client.request import (
     Shot,
     StylizeRequest,
     build_request,
+    from_job,
     from_json,
+    guide_frames,
 )
 
 SHOT = Shot(width=64, height=48, frames=tuple(range(1, 9)), keyframes=(1, 4, 8))
@@ -99,6 +102,15 @@ def test_same_settings_same_request() -> None:
         ("inbetween", Settings(), replace(SHOT, keyframes=()), "found none"),
         ("inbetween", Settings(inbetween_method="morph"), SHOT, "use one of flow, crossfade"),
         ("inbetween", Settings(), replace(SHOT, width=10, height=10), "cross-fade"),
+        (
+            "inbetween",
+            Settings(inbetween_method="diffusion"),
+            replace(SHOT, width=60),
+            "multiples of 8 \\(got 60×48\\)",
+        ),
+        ("inbetween", Settings(inbetween_method="diffusion", steps=0), SHOT, "steps"),
+        ("inbetween", Settings(inbetween_method="diffusion", key_strength=5.0), SHOT, "key str"),
+        ("inbetween", Settings(inbetween_method="diffusion", scheduler="x"), SHOT, "scheduler"),
         ("inbetween", Settings(), replace(SHOT, frames=()), "frame range is empty"),
         ("inbetween", Settings(), replace(SHOT, width=4), "render resolution"),
         ("stylize", Settings(prompt="   "), SHOT, "write a prompt"),
@@ -152,3 +164,90 @@ def test_ui_floats_are_stored_as_typed() -> None:
     )
     body = json.loads(request.to_json())
     assert body["strength"] == 0.6 and body["guidance"] == 7.3
+
+
+def test_render_assisted_asks_for_guide_passes_of_every_frame_between_keys() -> None:
+    request = build_request("inbetween", Settings(inbetween_method="render"), SHOT)
+    assert request.params() == {"method": "render", "on_twos": False, "flow_preset": "medium"}
+    every = tuple(range(1, 9))
+    assert request.inputs() == {"keyframe": (1, 4, 8), "vector": every, "depth": every}
+    # an interval with nothing to make (4–8: only its end key is asked for) needs no passes
+    short = build_request(
+        "inbetween", Settings(inbetween_method="render"), replace(SHOT, frames=(1, 2, 3, 4, 8))
+    )
+    assert short.inputs()["vector"] == (1, 2, 3, 4) == short.inputs()["depth"]
+    assert guide_frames((1, 4, 8), (1, 4, 8)) == ()  # keys only: nothing in between
+    assert guide_frames((2, 5), (0, 1, 3, 9)) == (2, 3, 4, 5)
+    # flow and diffusion need the keys alone
+    assert build_request("inbetween", Settings(), SHOT).inputs() == {"keyframe": (1, 4, 8)}
+
+
+DIFFUSION = replace(STYLE, inbetween_method="diffusion", steps=2, sparsectrl="", key_strength=0.8)
+
+
+def test_diffusion_sends_the_shared_generator_settings_and_chosen_models_only() -> None:
+    request = build_request("inbetween", DIFFUSION, SHOT)
+    assert request.inputs() == {"keyframe": (1, 4, 8)}
+    assert request.params()["diffusion"] == {
+        "prompt": "ink wash painting",
+        "negative_prompt": "blurry",
+        "seed": 7,
+        "steps": 2,
+        "guidance": 7.5,
+        "scheduler": "ddim",
+        "conditioning_scale": 0.8,
+        "clip_length": 16,
+        "hold_keys": True,
+    }
+    chosen = replace(DIFFUSION, checkpoint="toon", motion_adapter="mm", sparsectrl="rgb")
+    params = build_request("inbetween", chosen, SHOT).params()["diffusion"]
+    assert (params["checkpoint"], params["motion_adapter"], params["sparsectrl"]) == (
+        "toon",
+        "mm",
+        "rgb",
+    )
+    # the stylize-only settings (strength, LoRA) and an empty prompt do not stop it
+    loose = replace(DIFFUSION, prompt="", strength=1.0, lora="lines")
+    assert "lora" not in build_request("inbetween", loose, SHOT).params()["diffusion"]
+    # other methods carry no diffusion options (the backend refuses them there)
+    assert "diffusion" not in build_request("inbetween", STYLE, SHOT).params()
+
+
+@pytest.mark.parametrize("method", ["render", "diffusion"])
+def test_new_methods_round_trip_through_the_strip(method: str) -> None:
+    request = build_request("inbetween", replace(DIFFUSION, inbetween_method=method), SHOT)
+    text = request.to_json()
+    assert from_json(text) == request and from_json(text).to_json() == text
+
+
+def test_a_diffusion_job_as_the_backend_reports_it_comes_back_whole() -> None:
+    """After start the backend pins its model choices into params.diffusion, with every default
+    filled in: re-importing the job by id must give a request that reruns exactly that."""
+    request = build_request("inbetween", DIFFUSION, SHOT)
+    pinned = {
+        **request.params()["diffusion"],
+        "checkpoint": "tiny-sd",
+        "motion_adapter": "tiny-motion",
+        "sparsectrl": "tiny-sparsectrl-rgb",
+        "clip_length": 12,
+    }
+    job = {**request.job_body(), "params": {**request.params(), "diffusion": pinned}}
+    again = from_job(job)
+    assert isinstance(again, InbetweenRequest) and again.diffusion is not None
+    assert again.diffusion == replace(
+        request.diffusion,
+        checkpoint="tiny-sd",
+        motion_adapter="tiny-motion",
+        sparsectrl="tiny-sparsectrl-rgb",
+        clip_length=12,
+    )
+    assert again.params()["diffusion"] == pinned
+    assert from_json(again.to_json()) == again
+    # a job sent without options (the backend's defaults) stays without them
+    bare = {**job, "params": {"method": "diffusion", "on_twos": False, "diffusion": None}}
+    assert from_job(bare).params() == {"method": "diffusion", "on_twos": False,
+                                       "flow_preset": "medium"}  # fmt: skip
+    # backend nulls are its defaults
+    assert DiffusionOptions.from_json({"checkpoint": None, "seed": 3}) == DiffusionOptions(seed=3)
+    with pytest.raises(RequestError, match="unknown fields"):
+        DiffusionOptions.from_json({"lora": "x"})

@@ -1,0 +1,356 @@
+"""Part 1: what the service adds to a stylize job, against the diffusers pipeline called directly.
+
+The same job both ways: the tiny models, the same frames and passes, seed, steps and
+ControlNets. Through the service: the real backend process, create + upload + start + poll +
+download over HTTP. Directly: AnimateDiffVideoToVideoControlNetPipeline built from the same
+components (loaded by the backend's own loader from the same models folder), fed the same
+conditioning images in memory. Both sides are warmed first (models loaded, pipelines built,
+one throwaway run), so model loading is reported apart from the run. Fusion is turned off on
+the service side: it is a feature to measure (part 3), not overhead.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..pipelines.base import Pass
+from ..pipelines.stylize_params import StylizeParams
+from .stylize_report import Table, heading, note, number, print_result, ratio
+from .stylize_service import JobTiming, SharedService, run_job
+from .stylize_shot import Shot, make_shot
+
+NETS = (
+    {"pass": "depth"},
+    {"pass": "normal", "scale": 0.8},
+    {"pass": "lineart", "scale": 0.9, "end": 0.8},
+)
+
+
+@dataclass(frozen=True)
+class OverheadConfig:
+    width: int
+    height: int
+    frames: int
+    steps: int
+    strength: float
+    repeats: int
+    threads: int
+    poll_interval: float
+
+
+def job_params(cfg: OverheadConfig) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "prompt": "a watercolour painting of a red ball",
+        "seed": 7,
+        "steps": cfg.steps,
+        "guidance": 7.5,
+        "strength": cfg.strength,
+        "mode": "video2video",
+        "scheduler": "ddim",
+        "controlnets": [dict(n) for n in NETS],
+        "chunk_size": max(cfg.frames, 2),
+        "overlap": 0,
+    }
+    if "temporal_fusion" in StylizeParams.model_fields:
+        params["temporal_fusion"] = False
+    return params
+
+
+class DirectRun:
+    """The plain diffusers pipeline on the components the backend's loader gives for `params`."""
+
+    def __init__(self, models_dir: Path, params: dict[str, Any], shot: Shot) -> None:
+        import torch
+        from diffusers import AnimateDiffVideoToVideoControlNetPipeline, DDIMScheduler
+
+        from ..models.loading import ModelCache, ModelSet
+        from ..models.registry import ModelRegistry
+        from ..pipelines.stylize import resolve_models
+        from ..pipelines.stylize_params import parse_params
+        from ..pipelines.stylize_plan import chunk_seed
+
+        self.torch = torch
+        self.params = parse_params(params)
+        registry = ModelRegistry(models_dir)
+        registry.scan()
+        checkpoint, motion, nets, _ = resolve_models(self.params, registry)
+        loaded = ModelCache(registry).load(
+            ModelSet(checkpoint=checkpoint, motion_adapter=motion, controlnets=tuple(nets))
+        )
+        sd = loaded.pipe
+        # AnimateDiff's own recommendation: a linear beta schedule for motion modules.
+        scheduler = DDIMScheduler.from_config(
+            sd.scheduler.config,
+            beta_schedule="linear",
+            clip_sample=False,
+            timestep_spacing="linspace",
+            steps_offset=1,
+        )
+        self.pipe = AnimateDiffVideoToVideoControlNetPipeline(
+            vae=sd.vae,
+            text_encoder=sd.text_encoder,
+            tokenizer=sd.tokenizer,
+            unet=sd.unet,
+            motion_adapter=loaded.motion_adapter,
+            controlnet=list(loaded.controlnets),
+            scheduler=scheduler,
+        )
+        self.pipe.set_progress_bar_config(disable=True)
+        self.seed = chunk_seed(self.params.seed, 0)  # the service's seed for the first chunk
+        self.shot = shot
+        self.video = [f.beauty.astype(np.float32) / 255.0 for f in shot.frames]
+        self.controls = conditioning(shot, self.params)
+
+    def __call__(self) -> list[np.ndarray]:
+        p = self.params
+        out = self.pipe(
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt or None,
+            video=self.video,
+            strength=p.strength,
+            height=self.shot.height,
+            width=self.shot.width,
+            num_inference_steps=p.steps,
+            guidance_scale=p.guidance,
+            conditioning_frames=self.controls,
+            controlnet_conditioning_scale=[n.scale for n in p.controlnets],
+            control_guidance_start=[n.start for n in p.controlnets],
+            control_guidance_end=[n.end for n in p.controlnets],
+            generator=self.torch.Generator("cpu").manual_seed(self.seed),
+            output_type="np",
+        ).frames
+        return [np.asarray(f, np.float32) for f in out[0]]
+
+
+def conditioning(shot: Shot, params: StylizeParams) -> list[list[np.ndarray]]:
+    """One list of control images per ControlNet, from the shot's passes in memory."""
+    from ..vision.passes import (
+        depth_range,
+        depth_to_control,
+        lineart_to_control,
+        normal_to_control,
+    )
+
+    frames = shot.frames
+    shot_range = depth_range(f.depth for f in frames)
+    by_pass = {
+        "depth": [depth_to_control(f.depth, shot_range) for f in frames],
+        "normal": [normal_to_control(f.normal, params.world_to_camera) for f in frames],
+        "lineart": [lineart_to_control(f.lineart.astype(np.float32) / 255.0) for f in frames],
+    }
+    return [by_pass[n.pass_] for n in params.controlnets]
+
+
+class InProcessWorker:
+    """The backend's store and worker thread in this process, no HTTP: separates what the
+    worker path costs (files, SQLite, decoding, progress) from what HTTP and polling cost."""
+
+    def __init__(self, data: Path, models_dir: Path) -> None:
+        from ..models.registry import ModelRegistry
+        from ..store import Store
+        from ..worker import Worker
+
+        registry = ModelRegistry(models_dir)
+        registry.scan()
+        self.registry = registry
+        self.store = Store(data)
+        self.worker = Worker(self.store, "cpu", lambda: registry)
+        self.worker.ready.set()
+        self.worker.start()
+
+    def run(self, shot: Shot, params: dict[str, Any], poll_interval: float) -> float:
+        """Seconds from queueing the job to its last frame on disk (inputs stored before)."""
+        from ..pipelines import get as get_pipeline
+        from ..pipelines.base import JobSpec
+        from ..store import JobState
+
+        pipeline = get_pipeline("stylize")
+        clean = pipeline.params_model().model_validate(params).model_dump(mode="json")
+        frames = tuple(range(shot.count))
+        job, _ = self.store.create_job(
+            kind="stylize",
+            width=shot.width,
+            height=shot.height,
+            frames=frames,
+            keyframes=(),
+            params=clean,
+            idempotency_key=None,
+            request_hash="bench",
+        )
+        spec = JobSpec(job.id, "stylize", shot.width, shot.height, frames, (), clean)
+        for p, needed in pipeline.required_inputs(spec).items():
+            ext = "png" if p in (Pass.BEAUTY, Pass.LINEART) else "exr"
+            for f in needed:
+                self.store.save_input(job.id, p, f, ext, shot.frames[f].encoded(p))
+        self.store.set_params(job.id, pipeline.pin_models(spec, self.registry))
+        t0 = time.time()
+        self.store.transition(job.id, JobState.QUEUED, allowed_from=(JobState.AWAITING_INPUTS,))
+        self.worker.notify()
+        while not (record := self.store.get(job.id)) or not record.state.terminal:
+            time.sleep(poll_interval)  # polling the store, as the API would
+        if record.state is not JobState.DONE:
+            raise RuntimeError(f"in-process job ended {record.state.value}: {record.error}")
+        return record.updated_at - t0
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.store.close()
+
+
+@dataclass(frozen=True)
+class ServerSideWork:
+    """The service's own per-job work besides the diffusers call, timed in this process."""
+
+    decode_s: float  # every uploaded input decoded (PNG / OpenEXR, with its checks)
+    condition_s: float  # passes -> ControlNet images
+    encode_s: float  # every output encoded as PNG
+
+
+def server_side_work(
+    shot: Shot, params: dict[str, Any], outputs: list[np.ndarray]
+) -> ServerSideWork:
+    from ..pipelines.stylize_params import parse_params
+    from ..vision.imageio import decode, encode_png, to_uint8
+
+    parsed = parse_params(params)
+    passes = [Pass.BEAUTY, *sorted({n.render_pass for n in parsed.controlnets})]
+    payloads = [(p, f.encoded(p)) for f in shot.frames for p in passes]
+    t0 = time.perf_counter()
+    for p, data in payloads:
+        decode(data, max_pixels=1 << 26, expect_size=(shot.width, shot.height), pass_=p)
+    t1 = time.perf_counter()
+    conditioning(shot, parsed)
+    t2 = time.perf_counter()
+    for image in outputs:
+        encode_png(to_uint8(image))
+    t3 = time.perf_counter()
+    return ServerSideWork(t1 - t0, t2 - t1, t3 - t2)
+
+
+def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str, float | None]:
+    import torch
+
+    from ..vision.imageio import decode
+
+    heading("1. service overhead (CPU, tiny models)")
+    torch.set_num_threads(cfg.threads)
+    note(
+        f"job: video2video, {cfg.frames} frames {cfg.width}x{cfg.height}, {cfg.steps} steps at "
+        f"strength {cfg.strength}, CFG 7.5, 3 ControlNets (depth, normal, lineart), DDIM, "
+        f"seed 7; fusion off; {cfg.threads} torch thread(s) on every side; poll every "
+        f"{cfg.poll_interval * 1000:.0f} ms; median of {cfg.repeats} run(s) after one warm-up"
+    )
+    note(f"load average before: {load_average()}")
+    models = service.models
+    shot = make_shot(cfg.width, cfg.height, cfg.frames)
+    params = job_params(cfg)
+    client = service.get()
+    local: InProcessWorker | None = None
+    try:
+        warm = run_job(client, shot, params, poll_interval=cfg.poll_interval)  # loads models
+        t0 = time.perf_counter()
+        direct = DirectRun(models, params, shot)
+        load_s = time.perf_counter() - t0
+        direct()  # warm-up: first-call allocations, as the service's throwaway job
+        local = InProcessWorker(workdir / "in-process", models)
+        local.run(shot, params, cfg.poll_interval)  # warm-up: its own model cache
+        service_runs: list[JobTiming] = []
+        local_s: list[float] = []
+        direct_s: list[float] = []
+        images: list[np.ndarray] = []
+        for _ in range(cfg.repeats):  # interleaved, so a change in machine load hits all three
+            service_runs.append(run_job(client, shot, params, poll_interval=cfg.poll_interval))
+            local_s.append(local.run(shot, params, cfg.poll_interval))
+            t0 = time.perf_counter()
+            images = direct()
+            direct_s.append(time.perf_counter() - t0)
+    finally:
+        if local is not None:
+            local.stop()
+
+    last = service_runs[-1]
+    served = [
+        decode(last.outputs[f], max_pixels=1 << 26, expect_size=None, pass_=Pass.BEAUTY)
+        for f in range(cfg.frames)
+    ]
+    diff = max(
+        float(np.abs(np.rint(s * 255.0) - np.rint(np.clip(i, 0.0, 1.0) * 255.0)).max())
+        for s, i in zip(served, images, strict=True)
+    )
+    work = server_side_work(shot, params, images)
+
+    def median(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    total = median([r.total_s for r in service_runs])
+    plain = median(direct_s)
+    worker = median(local_s)
+    server = median([r.server_s for r in service_runs])
+    upload = median([r.upload_s for r in service_runs])
+    start = median([r.start_s for r in service_runs])
+    poll = median([r.poll_s for r in service_runs])
+    download = median([r.download_s for r in service_runs])
+    glue = worker - plain - work.decode_s - work.condition_s - work.encode_s
+    phases = Table(["where the service's time goes", "seconds", "share"])
+    for label, seconds in (
+        ("diffusers pipeline call (= direct run)", plain),
+        ("inputs decoded (timed here)", work.decode_s),
+        ("passes -> ControlNet images (timed here)", work.condition_s),
+        ("outputs encoded as PNG (timed here)", work.encode_s),
+        ("worker glue: queue, files, SQLite, progress", glue),
+        ("HTTP server + polling beside the worker", server - worker),
+        ("upload: create + inputs over HTTP", upload),
+        ("start request", start),
+        ("poll latency: done -> seen", poll),
+        ("download: outputs over HTTP", download),
+        ("service total", total),
+    ):
+        phases.add(label, number(seconds), f"{100.0 * seconds / total:.1f} %")
+    print()
+    phases.print()
+    note("worker glue = in-process worker run - direct - the three timed steps; HTTP server =")
+    note("the service's start -> done - the in-process worker run (same job, no HTTP)")
+    overhead = ratio(total, plain)
+    summary = Table(["figure", "value"])
+    summary.add("backend start to ready (s)", number(service.start_s, 2))
+    summary.add("warm-up job incl. model load (s)", number(warm.total_s, 2))
+    summary.add("direct: models loaded, pipeline built (s)", number(load_s, 2))
+    summary.add("service wall time (s)", number(total))
+    summary.add("in-process worker, no HTTP (s)", number(worker))
+    summary.add("direct wall time (s)", number(plain))
+    summary.add("ratio service / direct (aim <= 1.10)", number(overhead))
+    summary.add("ratio in-process worker / direct", number(ratio(worker, plain)))
+    summary.add("max output difference, service vs direct (0..255)", number(diff, 1))
+    print()
+    summary.print()
+    note(f"load average after: {load_average()}")
+    figures: dict[str, float | None] = {
+        "service_s": total,
+        "worker_s": worker,
+        "direct_s": plain,
+        "ratio": overhead,
+        "worker_ratio": ratio(worker, plain),
+        "upload_s": upload,
+        "poll_s": poll,
+        "download_s": download,
+        "max_diff": diff,
+    }
+    print_result("overhead", figures)
+    return figures
+
+
+def load_average() -> str:
+    """The 1-minute load average and the core count: timings on a busy machine are noisy."""
+    import os
+
+    try:
+        one = os.getloadavg()[0]
+    except OSError:
+        return "n/a"
+    return f"{one:.1f} on {os.cpu_count()} core(s)"

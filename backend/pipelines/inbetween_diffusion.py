@@ -1,0 +1,416 @@
+"""Diffusion in-betweening (method "diffusion"): AnimateDiff with SparseCtrl RGB keyframes.
+
+A key interval (one chunk) is generated as clips of at most `clip_length` frames, the motion
+module's window (the SparseCtrl pipeline has no FreeNoise), each with a known picture at both
+ends. The SparseCtrl model gets both ends as conditioning frames at their positions in the
+clip, and with `hold_keys` their latents are also held on those pictures at each step's noise
+level, so the motion module denoises the frames between as the way from one end to the other.
+
+A gap longer than one clip is filled coarse to fine rather than by chaining clips: anchor
+frames spread evenly over the gap are generated first, as one clip between the two keys (a
+time-lapse of the motion; more levels for very long gaps), then each stretch between
+neighbouring anchors is a clip with those anchors at its ends. So every clip has pictures at
+both ends, no error builds up along a chain, and neighbouring stretches meet on the same anchor
+picture. Anchors are only written when they are requested frames.
+
+Keys pass through untouched, frames outside the keys hold the nearest key, and on twos the odd
+frames repeat the frame before, as with the other methods. Each clip's seed is fixed by the
+job's seed and the clip's frames, so a frame comes out the same whichever frames are requested
+and when a job resumes.
+
+Depth ControlNets from guide passes are not used: diffusers' SparseCtrl pipeline calls exactly
+one SparseControlNetModel, and a second ControlNet would need its own denoising loop.
+
+This module stays free of torch: the API validates jobs with it; stylize_runtime (torch,
+diffusers) is imported when the first clip runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..models.registry import KINDS, ModelKind, Need
+from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .stylize_params import MAX_SEED, MOTION_WINDOW, SchedulerName
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadedModels
+    from .inbetween import InbetweenParams
+    from .stylize_runtime import Runtime, StepHook
+
+LOAD_STAGE = "load"
+STAGE = "denoise"
+SIZE_MULTIPLE = 8  # the VAE downsamples by 8
+MIN_CLIP = 3  # two ends and at least one frame between them
+SPARSECTRL_TYPE = "rgb"  # conditions on the keys' colours
+SEED_MASK = 2**63 - 1
+
+# diffusers deprecates passing the keys as a list of 1xHxWx3 arrays, yet its SparseCtrl input
+# check refuses every other numpy layout of more than one key: the list stays, its warning goes.
+warnings.filterwarnings(
+    "ignore", message="Passing `image` as a list of 4d np.ndarray", category=FutureWarning
+)
+
+
+class DiffusionParams(BaseModel):
+    """Options of method "diffusion" (params.diffusion; omitted = all defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: str = Field("", max_length=4000)
+    negative_prompt: str = Field("", max_length=4000)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    steps: int = Field(25, ge=1, le=200, description="denoising steps per clip")
+    guidance: float = Field(7.5, ge=0.0, le=30.0, description="classifier-free guidance scale")
+    scheduler: SchedulerName = "ddim"
+    checkpoint: str | None = Field(None, description="default: the first installed checkpoint")
+    motion_adapter: str | None = Field(
+        None, description="default: the first installed motion adapter"
+    )
+    sparsectrl: str | None = Field(
+        None,
+        description="SparseCtrl model name; default: the first installed RGB SparseCtrl model "
+        "(or one of unknown type)",
+    )
+    conditioning_scale: float = Field(1.0, ge=0.0, le=4.0, description="SparseCtrl strength")
+    clip_length: int = Field(
+        MOTION_WINDOW,
+        ge=MIN_CLIP,
+        le=MOTION_WINDOW,
+        description="frames generated together, both ends included; longer gaps are filled "
+        "through generated anchor frames",
+    )
+    hold_keys: bool = Field(
+        True, description="hold each clip's end frames on their pictures while denoising"
+    )
+
+
+def diffusion_params(params: InbetweenParams) -> DiffusionParams:
+    return params.diffusion if params.diffusion is not None else DiffusionParams()
+
+
+# ---- clips ------------------------------------------------------------------------------------
+
+
+def plan_clips(
+    points: Sequence[int], length: int, wanted: set[int] | frozenset[int]
+) -> list[tuple[int, ...]]:
+    """The clips that make the `wanted` frames between points[0] and points[-1], in run order.
+
+    `points` are the frames to cover (ascending; both ends known pictures). Every clip has at
+    most `length` frames, starts and ends on a known or earlier-generated picture, and has at
+    least one wanted frame (or anchor a later clip needs) strictly inside it.
+    """
+    if length < MIN_CLIP:
+        raise ValueError(f"a clip needs at least {MIN_CLIP} frames, not {length}")
+    points = tuple(points)
+    inside = set(points[1:-1]) & set(wanted)
+    if not inside:
+        return []
+    if len(points) <= length:
+        return [points]
+    gaps = len(points) - 1
+    segments = -(-gaps // (length - 1))  # ceil: each segment spans at most length-1 gaps
+    cuts = [(2 * i * gaps + segments) // (2 * segments) for i in range(segments + 1)]
+    stretches = [points[a : b + 1] for a, b in itertools.pairwise(cuts)]
+    needed = [s for s in stretches if set(s[1:-1]) & inside]
+    anchors = tuple(points[c] for c in cuts)
+    needed_anchors = {s[e] for s in needed for e in (0, -1)} | (inside & set(anchors))
+    return plan_clips(anchors, length, needed_anchors) + needed
+
+
+def clip_seed(seed: int, clip: Sequence[int]) -> int:
+    """A clip's own seed, fixed by the job's seed and the clip's frames."""
+    text = f"framesmith-inbetween-diffusion:{seed}:{','.join(map(str, clip))}"
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & SEED_MASK
+
+
+# ---- keys -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Key:
+    output: np.ndarray  # uint8 HxWx3 or HxWx4, the key as written (untouched)
+    rgb: np.ndarray  # float32 HxWx3 0..1, what the model sees
+
+
+def read_key(ctx: RunContext, frame: int) -> Key:
+    # Imported here: inbetween imports this module for DiffusionParams.
+    from .inbetween import colour_layout, to_uint8
+
+    image = colour_layout(ctx.input(Pass.KEYFRAME, frame))
+    job = ctx.job
+    if image.shape[:2] != (job.height, job.width):
+        raise PipelineError(
+            f"Keyframe {frame} is {image.shape[1]}×{image.shape[0]} pixels but the job is "
+            f"{job.width}×{job.height}."
+        )
+    if image.shape[2] == 4 and float(image[..., 3].min()) < 1.0:
+        raise PipelineError(
+            f"Keyframe {frame} has transparent pixels; diffusion in-betweening makes opaque "
+            "frames. Use method 'flow' for drawings on a transparent background, or flatten "
+            "the keys onto a background."
+        )
+    return Key(to_uint8(image), np.ascontiguousarray(image[..., :3], dtype=np.float32))
+
+
+def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
+    """A generated float RGB picture as an output frame with the keys' channel count."""
+    from .inbetween import to_uint8
+
+    out = to_uint8(rgb)
+    if channels == 4:
+        out = np.concatenate([out, np.full_like(out[..., :1], 255)], axis=2)
+    return out
+
+
+# ---- the method -------------------------------------------------------------------------------
+
+
+class DiffusionMethod:
+    def check_job(self, job: JobSpec, params: InbetweenParams) -> None:
+        if job.width % SIZE_MULTIPLE == 0 and job.height % SIZE_MULTIPLE == 0:
+            return
+
+        def near(v: int) -> str:
+            low = max(SIZE_MULTIPLE, v - v % SIZE_MULTIPLE)
+            return f"{low} or {low + SIZE_MULTIPLE}" if low != v else str(v)
+
+        raise InputError(
+            f"Diffusion in-betweening needs keys whose width and height are multiples of "
+            f"{SIZE_MULTIPLE}; {job.width}×{job.height} is not (render the keys at a width of "
+            f"{near(job.width)} and a height of {near(job.height)}, or use method 'flow')."
+        )
+
+    def missing_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> list[str]:
+        p = diffusion_params(params)
+        needs = [Need(ModelKind.CHECKPOINT, name=p.checkpoint)] if p.checkpoint else []
+        if p.motion_adapter:
+            needs.append(Need(ModelKind.MOTION_ADAPTER, name=p.motion_adapter))
+        if p.sparsectrl:
+            needs.append(Need(ModelKind.SPARSECTRL, name=p.sparsectrl))
+        lines = list(models.missing_for("inbetween", needs, mode="diffusion"))
+        if not lines:
+            line = _sparsectrl_type_problem(p, models)
+            if line:
+                lines.append(line)
+        return lines
+
+    def pin_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> dict[str, Any]:
+        checkpoint, motion, sparse = resolve_models(diffusion_params(params), models)
+        pinned = params.model_dump(mode="json")
+        pinned["diffusion"] = diffusion_params(params).model_dump(mode="json") | {
+            "checkpoint": checkpoint,
+            "motion_adapter": motion,
+            "sparsectrl": sparse,
+        }
+        return pinned
+
+    def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
+        from .inbetween import source_frame
+
+        if len(chunk.context) != 2:
+            raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
+        k0, k1 = chunk.context
+        ctx.check_cancel()
+        keys = {k: read_key(ctx, k) for k in (k0, k1)}
+        channels = max(k.output.shape[2] for k in keys.values())
+
+        todo = [t for t in chunk.frames if ctx.finished_output(t) is None]
+        shown = {t: source_frame(t, k0, params.on_twos) for t in todo if k0 < t < k1}
+        wanted = {s for s in shown.values() if s != k0}
+        pictures: dict[int, np.ndarray] = {k: key.rgb for k, key in keys.items()}
+        if wanted:
+            pictures |= _generate(ctx, params, k0, k1, wanted, pictures)
+
+        for t in todo:
+            ctx.check_cancel()
+            if t <= k0 or t >= k1:
+                ctx.write_output(t, keys[k0 if t <= k0 else k1].output)
+            elif shown[t] == k0:
+                ctx.write_output(t, keys[k0].output)
+            else:
+                ctx.write_output(t, picture_uint8(pictures[shown[t]], channels))
+
+
+# ---- models -----------------------------------------------------------------------------------
+
+
+def _sparsectrl_candidates(models: Any) -> list[Any]:
+    """Installed SparseCtrl models usable on RGB keys: RGB ones first, then unknown types."""
+    entries = models.of_kind(ModelKind.SPARSECTRL)
+    return [e for e in entries if e.controlnet_type == SPARSECTRL_TYPE] + [
+        e for e in entries if e.controlnet_type is None
+    ]
+
+
+def _sparsectrl_type_problem(p: DiffusionParams, models: Any) -> str | None:
+    folder = models.root / KINDS[ModelKind.SPARSECTRL].folder
+    if p.sparsectrl is not None:
+        entry = models.get(p.sparsectrl, ModelKind.SPARSECTRL)
+        if entry.controlnet_type in (None, SPARSECTRL_TYPE):
+            return None
+        return (
+            f"SparseCtrl model '{entry.name}' is a {entry.controlnet_type} model; diffusion "
+            "in-betweening conditions on the keys' colours and needs an RGB one (such as "
+            f"animatediff-sparsectrl-rgb) in {folder}/."
+        )
+    if _sparsectrl_candidates(models):
+        return None
+    found = ", ".join(e.name for e in models.of_kind(ModelKind.SPARSECTRL))
+    return (
+        f"No RGB SparseCtrl model installed (found only {found}): put "
+        f"{KINDS[ModelKind.SPARSECTRL].example} in {folder}/."
+    )
+
+
+def resolve_models(p: DiffusionParams, models: Any) -> tuple[str, str, str]:
+    """(checkpoint, motion adapter, SparseCtrl) names, defaults filled in.
+
+    Call after missing_models() found nothing: every name resolves then.
+    """
+
+    def name(given: str | None, kind: ModelKind) -> str:
+        if given is not None:
+            return str(models.get(given, kind).name)
+        return str(models.of_kind(kind)[0].name)
+
+    sparse = (
+        str(models.get(p.sparsectrl, ModelKind.SPARSECTRL).name)
+        if p.sparsectrl is not None
+        else str(_sparsectrl_candidates(models)[0].name)
+    )
+    return (
+        name(p.checkpoint, ModelKind.CHECKPOINT),
+        name(p.motion_adapter, ModelKind.MOTION_ADAPTER),
+        sparse,
+    )
+
+
+# ---- running ----------------------------------------------------------------------------------
+
+
+def _generate(
+    ctx: RunContext,
+    params: InbetweenParams,
+    k0: int,
+    k1: int,
+    wanted: set[int],
+    known: dict[int, np.ndarray],
+) -> dict[int, np.ndarray]:
+    """Pictures (float32 HxWx3 0..1) of every wanted frame strictly between k0 and k1."""
+    p = diffusion_params(params)
+    models = ctx.models
+    missing = DiffusionMethod().missing_models(ctx.job, params, models)
+    if missing:
+        raise PipelineError("Models missing: " + " ".join(missing))
+    ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the models
+    from ..models.loading import ModelSet
+    from .stylize_runtime import dtype_for, runtime_for
+
+    checkpoint, motion, sparse = resolve_models(p, models)
+    runtime = runtime_for(ctx.device)
+    loaded = runtime.load(
+        models,
+        ModelSet(
+            checkpoint=checkpoint,
+            motion_adapter=motion,
+            sparsectrl=sparse,
+            dtype=dtype_for(ctx.device),
+            device=ctx.device,
+        ),
+    )
+    ctx.check_cancel()
+    length = min(p.clip_length, _window(loaded))
+    clips = plan_clips(range(k0, k1 + 1), length, wanted)
+    pictures = dict(known)
+    for i, clip in enumerate(clips):
+        ends = {0: pictures[clip[0]], len(clip) - 1: pictures[clip[-1]]}
+        hook = _progress_hook(ctx, i, len(clips))
+        made = denoise_clip(runtime, loaded, p, ctx.job, clip, ends, hook)
+        pictures |= {f: img for f, img in zip(clip[1:-1], made[1:-1], strict=True)}
+    return {f: pictures[f] for f in wanted}
+
+
+def _window(loaded: LoadedModels) -> int:
+    from .stylize_runtime import motion_window
+
+    window = motion_window(loaded)
+    sparse = loaded.sparsectrl
+    if sparse is not None:
+        window = min(window, int(sparse.config.motion_max_seq_length))
+    if window < MIN_CLIP:
+        raise PipelineError(
+            f"The motion module's window is {window} frames; diffusion in-betweening needs at "
+            f"least {MIN_CLIP}."
+        )
+    return window
+
+
+def _progress_hook(ctx: RunContext, call: int, calls: int) -> StepHook:
+    def hook(done: int, total: int) -> None:
+        ctx.check_cancel()
+        ctx.progress(STAGE, call * total + done, calls * total)
+
+    return hook
+
+
+def denoise_clip(
+    runtime: Runtime,
+    loaded: LoadedModels,
+    p: DiffusionParams,
+    job: JobSpec,
+    clip: Sequence[int],
+    ends: dict[int, np.ndarray],
+    hook: StepHook,
+) -> list[np.ndarray]:
+    """One clip of len(clip) frames between its two end pictures; float32 HxWx3 0..1 each."""
+    import torch
+
+    from .stylize_runtime import (
+        Anchor,
+        anchor_seed,
+        generator,
+        make_scheduler,
+        set_free_noise,
+        step_callback,
+    )
+
+    pipe = runtime.pipeline(loaded, "sparsectrl")
+    pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)
+    set_free_noise(pipe, len(clip), len(clip))  # the shared motion UNet: FreeNoise off
+    seed = clip_seed(p.seed, clip)
+    anchor = Anchor(pipe, ends, anchor_seed(seed)) if p.hold_keys else None
+    positions = sorted(ends)
+    # The pipeline VAE-encodes the keys by sampling from the global RNG: seed it, and give the
+    # RNG back as it was afterwards.
+    device = torch.device(loaded.models.device)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        out = pipe(
+            prompt=p.prompt,
+            negative_prompt=p.negative_prompt or None,
+            height=job.height,
+            width=job.width,
+            num_frames=len(clip),
+            num_inference_steps=p.steps,
+            guidance_scale=p.guidance,
+            # One 1xHxWx3 array per key: the pipeline checks each entry as a batch of one.
+            conditioning_frames=[ends[i][None] for i in positions],
+            controlnet_frame_indices=positions,
+            controlnet_conditioning_scale=float(p.conditioning_scale),
+            generator=generator(seed),
+            output_type="np",
+            callback_on_step_end=step_callback(hook, anchor),
+            callback_on_step_end_tensor_inputs=["latents"],
+        ).frames
+    return [np.asarray(f, np.float32) for f in out[0]]
