@@ -137,6 +137,21 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     lora_menu: _model_menu("lora", "loras", "No LoRA")
     chunk_size: IntProperty(name="Chunk", default=16, min=2, max=64)
     overlap: IntProperty(name="Overlap", default=4, min=0, max=32)
+    temporal_fusion: BoolProperty(
+        name="Temporal Fusion",
+        description="Use the render's motion vectors to keep the style steady from frame to"
+        " frame (renders the Vector and Depth passes too; video modes)",
+        default=True,
+    )
+    fusion_strength: FloatProperty(
+        name="Fusion Strength",
+        description="How strongly each frame is pulled towards the previous one moved along"
+        " the motion",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
     controlnet_depth: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Depth")
     controlnet_normal: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Normal")
     controlnet_lineart: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Line Art")
@@ -239,6 +254,8 @@ def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
         controlnets=controlnets,
         chunk_size=props.chunk_size,
         overlap=props.overlap,
+        temporal_fusion=props.temporal_fusion,
+        fusion_strength=props.fusion_strength,
         inbetween_method=props.inbetween_method.lower(),
         on_twos=props.on_twos,
         flow_preset=props.flow_preset,

@@ -60,6 +60,8 @@ MIN_FLOW_SIZE = 12
 MIN_SIDE, MAX_SIDE = 8, 8192
 # Render-assisted in-betweening reads these passes of every guide frame (see guide_frames()).
 GUIDE_PASSES = ("vector", "depth")
+# Temporal fusion reads the Vector pass (motion) and the Depth pass (occlusion) of every frame.
+FUSION_PASSES = ("vector", "depth")
 # Diffusion works in latents 8× smaller than the frame (backend/pipelines/inbetween_diffusion.py).
 DIFFUSION_SIZE_MULTIPLE = 8
 
@@ -91,6 +93,9 @@ class Settings:
     controlnets: tuple[ControlNetSetting, ...] = ()
     chunk_size: int = 16
     overlap: int = 4
+    # video modes: follow the render's motion vectors (flow-guided latent fusion, warped noise)
+    temporal_fusion: bool = True
+    fusion_strength: float = 0.5
     inbetween_method: str = InbetweenMethod.FLOW.value
     on_twos: bool = False
     flow_preset: str = "medium"
@@ -248,6 +253,8 @@ class StylizeRequest:
     controlnets: tuple[ControlNetUnit, ...] = field(default_factory=tuple)
     chunk_size: int = 16
     overlap: int = 4
+    temporal_fusion: bool = True
+    fusion_strength: float = 0.5
     world_to_camera: tuple[tuple[float, ...], ...] | None = None
     checkpoint: str = ""
     motion_adapter: str = ""
@@ -267,6 +274,8 @@ class StylizeRequest:
             "controlnets": [c.to_json() for c in self.controlnets],
             "chunk_size": self.chunk_size,
             "overlap": self.overlap,
+            "temporal_fusion": self.temporal_fusion,
+            "fusion_strength": self.fusion_strength,
         }
         if self.world_to_camera is not None:
             params["world_to_camera"] = [list(row) for row in self.world_to_camera]
@@ -284,12 +293,19 @@ class StylizeRequest:
             self.mode == StylizeMode.PER_FRAME and self.strength < 1.0
         )
 
+    @property
+    def uses_fusion(self) -> bool:
+        """Follows the render's motion: fusion on, in a mode that makes frames together."""
+        return self.temporal_fusion and self.mode != StylizeMode.PER_FRAME
+
     def inputs(self) -> dict[str, tuple[int, ...]]:
         passes: dict[str, tuple[int, ...]] = {}
         if self.uses_beauty:
             passes["beauty"] = self.frames
         for unit in self.controlnets:
             passes[unit.pass_name] = self.frames
+        if self.uses_fusion:  # accepted, not required, by the backend: without them no fusion
+            passes.update({name: self.frames for name in FUSION_PASSES})
         return passes
 
     def job_body(self) -> dict[str, Any]:
@@ -475,6 +491,10 @@ def _stylize(
     _check_sampling(settings)
     if not 0.0 < settings.strength <= 1.0:
         raise RequestError(f"strength must be above 0 and at most 1 (got {settings.strength})")
+    if not 0.0 <= settings.fusion_strength <= 1.0:
+        raise RequestError(
+            f"the fusion strength must be between 0 and 1 (got {settings.fusion_strength})"
+        )
     if settings.chunk_size < 1 or not 0 <= settings.overlap < settings.chunk_size:
         raise RequestError(
             f"the chunk overlap ({settings.overlap}) must be at least 0 and below the chunk size"
@@ -511,6 +531,8 @@ def _stylize(
         controlnets=tuple(units),
         chunk_size=int(settings.chunk_size),
         overlap=int(settings.overlap),
+        temporal_fusion=bool(settings.temporal_fusion),
+        fusion_strength=_ui(settings.fusion_strength),
         world_to_camera=_matrix(shot.world_to_camera) if uses_normals else None,
         checkpoint=settings.checkpoint.strip(),
         motion_adapter=settings.motion_adapter.strip(),

@@ -244,6 +244,28 @@ class RenderBatch:
         return {(self.still_pass, f): p for f, p in stills.items()}
 
 
+def scene_gives_vectors(scene: bpy.types.Scene) -> bool:
+    """Whether the scene's own render can write the Vector pass as it is: Cycles (the verified
+    convention) without motion blur (Cycles writes no Vector pass with motion blur on)."""
+    return scene.render.engine == GUIDE_ENGINE and not scene.render.use_motion_blur
+
+
+def shot_batches(
+    scene: bpy.types.Scene, frames: tuple[int, ...], passes: tuple[str, ...]
+) -> tuple[RenderBatch, ...]:
+    """The renders that give `passes` of every frame: one render per frame where the scene's own
+    render gives the Vector pass too; otherwise the shaded passes in the scene's render (its
+    motion blur kept) and Vector with Depth (exact, and matching each other for occlusion) in a
+    second, cheap Cycles guide render."""
+    if "vector" not in passes or scene_gives_vectors(scene):
+        return (RenderBatch(frames, "passes", passes),)
+    motion = ("vector", "depth") if "depth" in passes else ("vector",)
+    shaded = tuple(p for p in passes if p not in motion)
+    batches = [RenderBatch(frames, "passes", shaded)] if shaded else []
+    batches.append(RenderBatch(frames, "motion", motion, guide=True))
+    return tuple(batches)
+
+
 @dataclass
 class FrameRenders:
     """The renders a job still needs, batch after batch, into the take `folder`."""

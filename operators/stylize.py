@@ -14,8 +14,9 @@ from . import common, modal, render
 
 
 class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
-    """Render the frame range (beauty and the passes that drive ControlNets), stylize it with
-    the prompt on the backend and put the result on a strip above, frame for frame"""
+    """Render the frame range (beauty, the passes that drive ControlNets and, for temporal
+    fusion, motion vectors), stylize it with the prompt on the backend and put the result on a
+    strip above, frame for frame"""
 
     bl_idname = "framesmith.stylize"
     bl_label = "Stylize"
@@ -53,7 +54,7 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
             frame_range,
             warning,
             client,
-            renders=(render.RenderBatch(request.frames, "passes", tuple(request.inputs())),),
+            renders=render.shot_batches(scene, request.frames, tuple(request.inputs())),
         )
 
 

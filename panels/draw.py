@@ -39,6 +39,12 @@ def stylize(layout: bpy.types.UILayout, props) -> None:
     col.prop(props, "guidance")
     col.prop(props, "seed")
     col.prop(props, "scheduler")
+    row = layout.row(align=True)
+    row.active = props.stylize_mode != "PER_FRAME"  # only frames made together follow motion
+    row.prop(props, "temporal_fusion")
+    sub = row.row(align=True)
+    sub.active = props.temporal_fusion
+    sub.prop(props, "fusion_strength", text="")
     box = layout.box()
     box.label(text="ControlNets")
     for attr, label in (

@@ -103,10 +103,12 @@ def test_invoke_stylize_renders_every_pass_of_one_frame_per_tick(
     assert files(passes) == []
     op = stylize.last
     assert op.modal(bpy.context, TIMER) == {"PASS_THROUGH"}
-    assert files(passes) == ["0001.exr", "0001.png"]  # depth and beauty of frame 1 only
+    # depth, vector (temporal fusion, on by default) and beauty of frame 1 only
+    assert files(passes) == ["0001.exr", "0001.exr", "0001.png"]
     assert shot.use_nodes == use_nodes_before and not shot.view_layers[0].use_pass_z
     assert op.modal(bpy.context, TIMER) == {"PASS_THROUGH"}
-    assert files(passes) == ["0001.exr", "0001.png", "0002.exr", "0002.png"]
+    assert files(passes) == ["0001.exr", "0001.exr", "0001.png", "0002.exr", "0002.exr",
+                             "0002.png"]  # fmt: skip
     assert op.modal(bpy.context, ESC) == {"CANCELLED"}
     pump(runtime, lambda: not runtime.watching(job.take))
     assert job.state in ("CANCELED", "FAILED")  # FAILED: this backend has no stylize models

@@ -40,8 +40,12 @@ def test_stylize_lands_frame_for_frame(shot: Any, prefs: Any, tiny_backend: dict
     assert [c.pass_name for c in request.controlnets] == ["depth", "normal", "lineart"]
     assert request.world_to_camera is not None  # normals go to the backend in camera space
     passes = folder / "passes"
-    assert sorted(p.name for p in passes.iterdir()) == ["beauty", "depth", "lineart", "normal"]
+    # video2video with temporal fusion (on by default): the Vector pass goes up with the rest
+    assert sorted(p.name for p in passes.iterdir()) == ["beauty", "depth", "lineart", "normal",
+                                                        "vector"]  # fmt: skip
     assert (passes / "depth" / "0003.exr").is_file()
+    assert (passes / "vector" / "0003.exr").is_file()
+    assert request.temporal_fusion and request.uses_fusion
     (job,) = props.jobs
     assert job.state == "DONE" and job.kind == "STYLIZE"
 
@@ -49,3 +53,4 @@ def test_stylize_lands_frame_for_frame(shot: Any, prefs: Any, tiny_backend: dict
     assert shot.use_nodes == use_nodes_before
     assert not shot.render.use_freestyle
     assert not shot.view_layers[0].use_pass_z and shot.render.use_sequencer
+    assert not shot.view_layers[0].use_pass_vector

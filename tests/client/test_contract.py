@@ -10,6 +10,7 @@ from backend.pipelines.base import JobSpec, Pass
 from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
 from backend.pipelines.inbetween_diffusion import DiffusionParams
 from backend.pipelines.inbetween_guided import guide_frames as backend_guide_frames
+from backend.pipelines.stylize import StylizePipeline
 from backend.pipelines.stylize_params import StylizeParams
 from client.request import (
     ControlNetSetting,
@@ -87,3 +88,40 @@ def test_diffusion_defaults_are_the_backends() -> None:
     assert {k: v if v != "" else None for k, v in ours.items()} == {
         k: v if v != "" else None for k, v in backend.items()
     }
+
+
+@pytest.mark.parametrize("mode", list(StylizeMode))
+@pytest.mark.parametrize("fusion", [True, False])
+@pytest.mark.parametrize("nets", [NETS, NETS[1:]], ids=["depth-net", "no-depth-net"])
+def test_stylize_uploads_what_the_backend_requires_and_accepts(
+    mode: str, fusion: bool, nets: tuple[ControlNetSetting, ...]
+) -> None:
+    """Every required pass is uploaded, nothing the backend would refuse is, and the Vector and
+    Depth passes go up exactly when the backend's own params say fusion runs (video modes)."""
+    settings = Settings(prompt="ink", stylize_mode=mode, controlnets=nets, temporal_fusion=fusion)
+    request = build_request("stylize", settings, SHOT)
+    spec = JobSpec("j", "stylize", 64, 48, request.frames, (), request.params())
+    pipeline = StylizePipeline()
+    required = {p.value: f for p, f in pipeline.required_inputs(spec).items()}
+    accepted = {p.value: f for p, f in pipeline.accepted_inputs(spec).items()}
+    sent = request.inputs()
+    assert {k: sent[k] for k in required} == required
+    assert all(set(frames) <= set(accepted[name]) for name, frames in sent.items())
+    params = StylizeParams.model_validate(request.params())
+    fuses = params.temporal_fusion and params.uses_motion
+    assert params.temporal_fusion is fusion and request.uses_fusion is fuses
+    assert ("vector" in sent) is fuses
+    if fuses:
+        assert sent["vector"] == sent["depth"] == request.frames
+    else:  # depth only for its ControlNet
+        assert ("depth" in sent) is (nets is NETS)
+    assert from_job({**request.job_body(), "params": params.model_dump(mode="json")}) == request
+
+
+def test_fusion_defaults_are_the_backends() -> None:
+    backend = StylizeParams()
+    ours = Settings()
+    assert (ours.temporal_fusion, ours.fusion_strength) == (
+        backend.temporal_fusion,
+        backend.fusion_strength,
+    )

@@ -60,9 +60,9 @@ def test_stylize_request_keeps_enabled_controlnets_and_trims_the_prompt() -> Non
         {"pass": "lineart", "model": None, "scale": 0.5, "start": 0.0, "end": 0.6},
     ]
     assert "keyframes" not in request.job_body()
-    assert set(request.inputs()) == {"beauty", "depth", "lineart"}
+    assert set(request.inputs()) == {"beauty", "depth", "lineart", "vector"}  # fusion is on
     text2video = build_request("stylize", replace(STYLE, stylize_mode="text2video"), SHOT)
-    assert set(text2video.inputs()) == {"depth", "lineart"}
+    assert set(text2video.inputs()) == {"depth", "lineart", "vector"}
     per_frame = replace(STYLE, stylize_mode="per_frame", strength=1.0)
     assert set(build_request("stylize", per_frame, SHOT).inputs()) == {"depth", "lineart"}
 
@@ -117,6 +117,7 @@ def test_same_settings_same_request() -> None:
         ("stylize", replace(STYLE, strength=0.0), SHOT, "strength"),
         ("stylize", replace(STYLE, overlap=16, chunk_size=16), SHOT, "overlap"),
         ("stylize", replace(STYLE, scheduler="magic"), SHOT, "unknown scheduler"),
+        ("stylize", replace(STYLE, fusion_strength=1.5), SHOT, "fusion strength"),
         ("stylize", replace(STYLE, stylize_mode="text2video", controlnets=()), SHOT, "ControlNet"),
         (
             "stylize",
@@ -251,3 +252,45 @@ def test_a_diffusion_job_as_the_backend_reports_it_comes_back_whole() -> None:
     assert DiffusionOptions.from_json({"checkpoint": None, "seed": 3}) == DiffusionOptions(seed=3)
     with pytest.raises(RequestError, match="unknown fields"):
         DiffusionOptions.from_json({"lora": "x"})
+
+
+@pytest.mark.parametrize("mode", ["video2video", "text2video"])
+def test_temporal_fusion_uploads_vector_and_depth_of_every_frame_in_video_modes(
+    mode: str,
+) -> None:
+    lines_only = (ControlNetSetting("lineart", enabled=True),)  # no depth ControlNet
+    settings = replace(STYLE, stylize_mode=mode, controlnets=lines_only, fusion_strength=0.3)
+    request = build_request("stylize", settings, SHOT)
+    assert request.uses_fusion
+    assert request.params()["temporal_fusion"] is True
+    assert request.params()["fusion_strength"] == 0.3
+    every = tuple(range(1, 9))
+    assert request.inputs()["vector"] == every == request.inputs()["depth"]
+    # depth is uploaded for occlusion only: no ControlNet reads it
+    assert [c["pass"] for c in request.params()["controlnets"]] == ["lineart"]
+
+    off = build_request("stylize", replace(settings, temporal_fusion=False), SHOT)
+    assert not off.uses_fusion and off.params()["temporal_fusion"] is False
+    assert "vector" not in off.inputs() and "depth" not in off.inputs()
+
+
+def test_per_frame_stylize_needs_no_motion_passes() -> None:
+    request = build_request("stylize", replace(STYLE, stylize_mode="per_frame"), SHOT)
+    assert not request.uses_fusion
+    assert set(request.inputs()) == {"beauty", "depth", "lineart"}  # depth: its ControlNet
+
+
+@pytest.mark.parametrize("fusion", [True, False])
+def test_temporal_fusion_round_trips_through_the_strip_and_the_job(fusion: bool) -> None:
+    settings = replace(STYLE, temporal_fusion=fusion, fusion_strength=0.25)
+    request = build_request("stylize", settings, SHOT)
+    assert from_json(request.to_json()) == request
+    # the backend reports its params with its defaults filled in (fusion_end among them)
+    job = {**request.job_body(), "params": {**request.params(), "fusion_end": 0.6}}
+    again = from_job(job)
+    assert again == request
+    assert isinstance(again, StylizeRequest) and again.temporal_fusion is fusion
+    # a request stored before fusion existed reads with the backend's default: on
+    old = json.loads(request.to_json())
+    del old["temporal_fusion"], old["fusion_strength"]
+    assert from_json(json.dumps(old)) == replace(request, temporal_fusion=True, fusion_strength=0.5)
