@@ -17,7 +17,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import API_VERSION, __version__, pipelines
-from .pipelines.base import InputError, JobSpec, Pass, Pipeline, validation_text
+from .pipelines.base import (
+    ANY_SIZE_PASSES,
+    InputError,
+    JobSpec,
+    Pass,
+    Pipeline,
+    validation_text,
+)
 from .store import IdempotencyConflict, JobRecord, JobState, Store, UnsafePath
 from .worker import MAX_PIXELS, Worker
 
@@ -249,7 +256,7 @@ def create_app(services: Services) -> FastAPI:
                 decode(
                     raw,
                     max_pixels=MAX_PIXELS,
-                    expect_size=(job.width, job.height),
+                    expect_size=None if pass_name in ANY_SIZE_PASSES else (job.width, job.height),
                     pass_=pass_name,
                 )
             except InputError as exc:

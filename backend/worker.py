@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from . import pipelines
-from .pipelines.base import Canceled, Chunk, InputError, JobSpec, Pass, PipelineError
+from .pipelines.base import (
+    ANY_SIZE_PASSES,
+    Canceled,
+    Chunk,
+    InputError,
+    JobSpec,
+    Pass,
+    PipelineError,
+)
 from .store import JobRecord, JobState, Progress, Store
 
 log = logging.getLogger("framesmith.worker")
@@ -72,7 +80,7 @@ class JobContext:
             self._decoded[key] = decode(
                 path.read_bytes(),
                 max_pixels=MAX_PIXELS,
-                expect_size=(self.job.width, self.job.height),
+                expect_size=None if p in ANY_SIZE_PASSES else (self.job.width, self.job.height),
                 pass_=p,
             )
         return self._decoded[key]

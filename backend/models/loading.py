@@ -35,7 +35,11 @@ from diffusers import (  # noqa: E402
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPImageProcessorPil,
+    CLIPTokenizer,
+    CLIPVisionModelWithProjection,
+)
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from .registry import (  # noqa: E402
@@ -480,6 +484,93 @@ def _merge(module: torch.nn.Module, layer: _LoraLayer, weight: float, where: str
         target.copy_(merged.to(target.dtype))
 
 
+# ---- IP-Adapter ------------------------------------------------------------------------------
+
+DEFAULT_IP_ADAPTER_SCALE = 0.6
+
+
+@dataclass(frozen=True)
+class ImageEncoder:
+    """The CLIP image encoder an IP-Adapter reads a reference image through."""
+
+    model: CLIPVisionModelWithProjection
+    processor: CLIPImageProcessorPil
+
+
+def load_image_encoder(
+    entry: ModelEntry,
+    *,
+    registry: ModelRegistry | None = None,
+    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = "cpu",
+) -> ImageEncoder:
+    _expect(entry, ModelKind.IMAGE_ENCODER)
+    path = _checked_path(entry, registry)
+    model = CLIPVisionModelWithProjection.from_pretrained(
+        str(path),
+        dtype=resolve_dtype(dtype),
+        local_files_only=True,
+        use_safetensors=True,
+        variant=entry.variant,
+    )
+    if (path / "preprocessor_config.json").is_file():
+        processor = CLIPImageProcessorPil.from_pretrained(str(path), local_files_only=True)
+    else:  # as diffusers does for an encoder folder without one: CLIP's defaults at its size
+        size = int(model.config.image_size)
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+        )
+    return ImageEncoder(_finish(model, device), processor)
+
+
+def load_ip_adapter(
+    pipe: StableDiffusionPipeline,
+    entry: ModelEntry,
+    encoder: ImageEncoder,
+    scale: float = DEFAULT_IP_ADAPTER_SCALE,
+    *,
+    registry: ModelRegistry | None = None,
+) -> None:
+    """Attach an IP-Adapter (single safetensors file) and its image encoder to `pipe`.
+
+    The weights go to diffusers as a state dict and the encoder is registered beforehand, so
+    diffusers never looks for either on the hub. Changes the UNet in place (its cross-attention
+    processors): the cache keys a checkpoint by its IP-Adapter, as by its LoRAs.
+    """
+    _expect(entry, ModelKind.IP_ADAPTER)
+    raw = _read_single_file(entry, registry)
+    state: dict[str, dict[str, torch.Tensor]] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in raw.items():
+        part, _, rest = key.partition(".")
+        if part in state:
+            state[part][rest] = value
+    proj = state["image_proj"].get("proj.weight")
+    if proj is None:
+        raise ModelLoadError(
+            f"IP-Adapter '{entry.name}' is not a plain IP-Adapter (no image_proj.proj.weight); "
+            "Framesmith supports the SD1.5 IP-Adapter (ip-adapter_sd15.safetensors) and its "
+            "light variant"
+        )
+    embed_dim = int(encoder.model.config.projection_dim)
+    if proj.shape[-1] != embed_dim:
+        raise ModelLoadError(
+            f"IP-Adapter '{entry.name}' expects {proj.shape[-1]}-wide image embeddings but the "
+            f"image encoder makes {embed_dim}: install the image encoder this IP-Adapter was "
+            "trained with (SD1.5 IP-Adapters: the ViT-H/14 encoder, models/image_encoder)"
+        )
+    pipe.register_modules(image_encoder=encoder.model, feature_extractor=encoder.processor)
+    try:
+        pipe.load_ip_adapter(
+            state, subfolder="", weight_name="", image_encoder_folder=None, low_cpu_mem_usage=False
+        )
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise ModelLoadError(
+            f"IP-Adapter '{entry.name}' does not fit this checkpoint ({exc}). Is it an "
+            "IP-Adapter for SD1.5?"
+        ) from None
+    pipe.set_ip_adapter_scale(scale)
+
+
 # ---- the cache ------------------------------------------------------------------------------
 
 
@@ -498,6 +589,8 @@ class ModelSet:
     controlnets: tuple[str, ...] = ()
     sparsectrl: str | None = None
     loras: tuple[LoraSpec, ...] = ()
+    ip_adapter: str | None = None  # attached to the checkpoint with image_encoder
+    image_encoder: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
 
@@ -520,6 +613,7 @@ class LoadedModels:
     sparsectrl: SparseControlNetModel | None
     entries: dict[str, ModelEntry] = field(default_factory=dict)
     fingerprint: tuple[Any, ...] = ()
+    image_encoder: ImageEncoder | None = None  # with an IP-Adapter attached to pipe
 
 
 def _fingerprint(entry: ModelEntry) -> tuple[Any, ...]:
@@ -591,6 +685,11 @@ class ModelCache:
             (f"controlnet:{i}", n, ModelKind.CONTROLNET) for i, n in enumerate(key.controlnets)
         ]
         wanted += [(f"lora:{i}", lo.name, ModelKind.LORA) for i, lo in enumerate(key.loras)]
+        if key.ip_adapter or key.image_encoder:
+            if not (key.ip_adapter and key.image_encoder):
+                raise ModelLoadError("an IP-Adapter needs both the adapter and an image encoder")
+            wanted.append(("ip_adapter", key.ip_adapter, ModelKind.IP_ADAPTER))
+            wanted.append(("image_encoder", key.image_encoder, ModelKind.IMAGE_ENCODER))
         entries: dict[str, ModelEntry] = {}
         for slot, name, kind in wanted:
             try:
@@ -614,14 +713,23 @@ class ModelCache:
             return _fingerprint(entries[slot])
 
         loras = tuple((fp(f"lora:{i}"), lo.weight) for i, lo in enumerate(key.loras))
+        encoder = None
+        if "image_encoder" in entries:
+            encoder = self._component(
+                ("image_encoder", fp("image_encoder"), *where),
+                lambda: load_image_encoder(entries["image_encoder"], **common),
+            )
+        ip = (fp("ip_adapter"), fp("image_encoder")) if encoder is not None else ()
 
         def checkpoint() -> StableDiffusionPipeline:
             pipe = load_checkpoint(entries["checkpoint"], **common)
             for i, lora in enumerate(key.loras):
                 apply_lora(pipe, entries[f"lora:{i}"], lora.weight, registry=self.registry)
+            if encoder is not None:
+                load_ip_adapter(pipe, entries["ip_adapter"], encoder, registry=self.registry)
             return pipe
 
-        pipe = self._component(("checkpoint", fp("checkpoint"), loras, *where), checkpoint)
+        pipe = self._component(("checkpoint", fp("checkpoint"), loras, ip, *where), checkpoint)
         adapter = None
         if "motion_adapter" in entries:
             adapter = self._component(
@@ -649,12 +757,14 @@ class ModelCache:
             sparsectrl=sparse,
             entries=entries,
             fingerprint=fingerprint,
+            image_encoder=encoder,
         )
 
     def _drop_unused(self) -> None:
         used: set[int] = set()
         for loaded in self._sets.values():
             used |= {id(loaded.pipe), id(loaded.motion_adapter), id(loaded.sparsectrl)}
+            used.add(id(loaded.image_encoder))
             used |= {id(n) for n in loaded.controlnets}
         before = len(self._components)
         self._components = {k: v for k, v in self._components.items() if id(v) in used}

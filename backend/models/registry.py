@@ -12,6 +12,7 @@ Recommended layout (scanning is recursive and ignores it; it is where messages s
     <models>/motion/        AnimateDiff motion modules
     <models>/sparsectrl/    AnimateDiff SparseCtrl models
     <models>/lora/          LoRAs
+    <models>/ip_adapter/    IP-Adapters (.safetensors) and their CLIP image encoder folder
     <models>/tokenizer/     the CLIP tokenizer, needed by single-file checkpoints
 """
 

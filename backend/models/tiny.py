@@ -34,7 +34,14 @@ from diffusers import (  # noqa: E402
 )
 from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
+from transformers import (  # noqa: E402
+    CLIPImageProcessor,
+    CLIPTextConfig,
+    CLIPTextModel,
+    CLIPTokenizer,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from . import ldm_layout  # noqa: E402
@@ -59,12 +66,19 @@ MOTION_FOLDER = "motion/tiny-motion-adapter"
 MOTION_FILE = "motion/tiny-mm-sd-v15-v2.safetensors"
 SPARSECTRL_FOLDER = "sparsectrl/tiny-sparsectrl-rgb"
 LORA_FILE = "lora/tiny-lora.safetensors"
+# As published (h94/IP-Adapter: models/ip-adapter_sd15.safetensors + models/image_encoder/).
+IP_ADAPTER_FILE = "ip_adapter/tiny-ip-adapter-sd15.safetensors"
+IMAGE_ENCODER_FOLDER = "ip_adapter/image_encoder"
 
 SEEDS = {"unet": 1, "vae": 2, "text_encoder": 3, "depth": 4, "normal": 5, "lineart": 6}
-SEEDS |= {"motion": 7, "sparsectrl": 8, "lora": 9}
+SEEDS |= {"motion": 7, "sparsectrl": 8, "lora": 9, "ip_adapter": 10, "image_encoder": 11}
 
 LORA_RANK = 2
 LORA_ALPHA = 1.0
+# The tiny CLIP image encoder: SD1.5's IP-Adapter uses ViT-H/14 (224 px, 1024-d embeddings).
+IMAGE_ENCODER_SIZE = 32
+IMAGE_EMBED_DIM = 16
+IP_ADAPTER_TOKENS = 4  # image tokens of the plain IP-Adapter's projection
 _STARTOFTEXT, _ENDOFTEXT = "<|startoftext|>", "<|endoftext|>"
 
 
@@ -191,6 +205,56 @@ def tiny_lora_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tenso
     return state
 
 
+def build_tiny_image_encoder() -> tuple[CLIPVisionModelWithProjection, CLIPImageProcessor]:
+    config = CLIPVisionConfig(
+        hidden_size=8,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=IMAGE_ENCODER_SIZE,
+        patch_size=8,
+        projection_dim=IMAGE_EMBED_DIM,
+    )
+    encoder = randomize(CLIPVisionModelWithProjection(config), SEEDS["image_encoder"])
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_ENCODER_SIZE},
+        crop_size={"height": IMAGE_ENCODER_SIZE, "width": IMAGE_ENCODER_SIZE},
+    )
+    return encoder, processor
+
+
+def tiny_ip_adapter_state_dict(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    """A plain SD1.5 IP-Adapter for `unet`, in the published single-file layout.
+
+    image_proj.*: image embedding -> 4 tokens of the cross-attention width; ip_adapter.<n>.*:
+    the extra key/value projections of each cross-attention layer, numbered as the original
+    implementation numbers all attention layers (self-attention ones even, cross odd), in the
+    order diffusers walks the UNet's attention processors.
+    """
+    gen = torch.Generator().manual_seed(SEEDS["ip_adapter"])
+    cross = int(unet.config.cross_attention_dim)
+
+    def weight(rows: int, cols: int) -> torch.Tensor:
+        return torch.randn(rows, cols, generator=gen) / math.sqrt(cols)
+
+    state = {
+        "image_proj.proj.weight": weight(IP_ADAPTER_TOKENS * cross, IMAGE_EMBED_DIM),
+        "image_proj.proj.bias": 0.02 * torch.randn(IP_ADAPTER_TOKENS * cross, generator=gen),
+        "image_proj.norm.weight": 1.0 + 0.1 * torch.randn(cross, generator=gen),
+        "image_proj.norm.bias": 0.02 * torch.randn(cross, generator=gen),
+    }
+    index = 1
+    for name in unet.attn_processors:
+        if not name.endswith("attn2.processor"):
+            continue
+        attention = unet.get_submodule(name.removesuffix(".processor"))
+        inner = int(attention.to_k.out_features)
+        state[f"ip_adapter.{index}.to_k_ip.weight"] = weight(inner, cross)
+        state[f"ip_adapter.{index}.to_v_ip.weight"] = weight(inner, cross)
+        index += 2
+    return state
+
+
 # ---- writing ------------------------------------------------------------------------------
 
 
@@ -284,6 +348,13 @@ def make_tiny_models(dest: Path) -> list[Path]:
     written.append(folder)
 
     written.append(_save(tiny_lora_state_dict(pipe), _fresh(dest / LORA_FILE), {}))
+
+    written.append(_save(tiny_ip_adapter_state_dict(pipe.unet), _fresh(dest / IP_ADAPTER_FILE), {}))
+    encoder, processor = build_tiny_image_encoder()
+    folder = _fresh(dest / IMAGE_ENCODER_FOLDER)
+    encoder.save_pretrained(folder, safe_serialization=True)
+    processor.save_pretrained(folder)
+    written.append(folder)
     return written
 
 

@@ -24,6 +24,13 @@ class Pass(enum.StrEnum):
     VECTOR = "vector"
     LINEART = "lineart"
     KEYFRAME = "keyframe"
+    REFERENCE = "reference"  # a style reference image: one per job, at REFERENCE_FRAME
+
+
+# A job's reference image is not a frame of the shot: it is uploaded as this frame number, and
+# may have any size (the other passes must have the job's).
+REFERENCE_FRAME = 0
+ANY_SIZE_PASSES = frozenset({Pass.REFERENCE})
 
 
 class Canceled(Exception):

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from ..models.registry import ModelKind, Need
 from ..vision.passes import normal_to_control
-from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .base import REFERENCE_FRAME, Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
 from .stylize_conditioning import control_frames
 from .stylize_params import StylizeParams, parse_params
 from .stylize_plan import (
@@ -100,12 +100,17 @@ class StylizePipeline:
             needed[Pass.BEAUTY] = frames
         for net in params.controlnets:
             needed[net.render_pass] = frames
+        if params.style_reference:
+            needed[Pass.REFERENCE] = (REFERENCE_FRAME,)
         return needed
 
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
         # Vector (and depth without a depth ControlNet) feed flow-guided fusion when uploaded.
         frames = tuple(job.frames)
-        return {p: frames for p in ACCEPTED_PASSES}
+        accepted = {p: frames for p in ACCEPTED_PASSES}
+        if parse_params(job.params).style_reference:
+            accepted[Pass.REFERENCE] = (REFERENCE_FRAME,)
+        return accepted
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
         params = parse_params(job.params)
@@ -122,6 +127,8 @@ class StylizePipeline:
             unit["model"] = name
         if lora is not None:
             pinned["lora"]["name"] = lora[0]
+        reference = resolve_reference_models(params, models)
+        pinned["ip_adapter"], pinned["image_encoder"] = reference or (None, None)
         return pinned
 
     def plan(self, job: JobSpec) -> list[Chunk]:
@@ -139,8 +146,9 @@ class StylizePipeline:
         ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the models
         from .stylize_runtime import model_set, runtime_for
 
+        reference = resolve_reference_models(params, models)
         runtime = runtime_for(ctx.device)
-        loaded = runtime.load(models, model_set(*names, device=ctx.device))
+        loaded = runtime.load(models, model_set(*names, device=ctx.device, ip_adapter=reference))
         ctx.check_cancel()
         if params.uses_motion:
             _run_video(ctx, chunk, params, runtime, loaded)
@@ -162,6 +170,9 @@ def _needs(params: StylizeParams) -> list[Need]:
             needs.append(Need(ModelKind.CONTROLNET, controlnet_type=net.pass_))
     if params.lora is not None:
         needs.append(Need(ModelKind.LORA, name=params.lora.name))
+    if params.style_reference:
+        needs.append(Need(ModelKind.IP_ADAPTER, name=params.ip_adapter))
+        needs.append(Need(ModelKind.IMAGE_ENCODER, name=params.image_encoder))
     return needs
 
 
@@ -192,6 +203,21 @@ def resolve_models(
     return checkpoint, motion, nets, lora
 
 
+def resolve_reference_models(params: StylizeParams, registry: Any) -> tuple[str, str] | None:
+    """(IP-Adapter, image encoder) names for a job with a style reference, else None."""
+    if not params.style_reference:
+        return None
+    adapter = registry.get(params.ip_adapter, ModelKind.IP_ADAPTER) if params.ip_adapter else None
+    encoder = (
+        registry.get(params.image_encoder, ModelKind.IMAGE_ENCODER)
+        if params.image_encoder
+        else None
+    )
+    adapter = adapter or registry.of_kind(ModelKind.IP_ADAPTER)[0]
+    encoder = encoder or registry.of_kind(ModelKind.IMAGE_ENCODER)[0]
+    return str(adapter.name), str(encoder.name)
+
+
 # ---- running ---------------------------------------------------------------------------------
 
 
@@ -207,6 +233,9 @@ def _request(
 
     beauty = [beauty_rgb(ctx.input(Pass.BEAUTY, f)) for f in frames] if params.uses_beauty else None
     anchors = {frames.index(f): beauty_rgb(img / 255.0) for f, img in (finished or {}).items()}
+    reference = None
+    if params.style_reference:
+        reference = beauty_rgb(ctx.input(Pass.REFERENCE, REFERENCE_FRAME))
     job = ctx.job
     return Request(
         params=params,
@@ -217,6 +246,7 @@ def _request(
         controls=control_frames(ctx, params, frames),
         anchors=anchors,
         motion=motion,
+        reference=reference,
         memory_level=getattr(ctx, "memory_level", 0),
     )
 

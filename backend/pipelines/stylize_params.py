@@ -115,6 +115,20 @@ class StylizeParams(BaseModel):
     fusion_end: float = Field(
         0.6, gt=0.0, le=1.0, description="fraction of the steps after which fusion stops"
     )
+    style_reference: bool = Field(
+        False,
+        description="follow the style of a reference image (upload it as the 'reference' pass "
+        "at frame 0, any size) through an IP-Adapter and its CLIP image encoder",
+    )
+    ip_adapter: str | None = Field(
+        None, description="with style_reference: default the first installed IP-Adapter"
+    )
+    image_encoder: str | None = Field(
+        None, description="with style_reference: default the first installed image encoder"
+    )
+    ip_adapter_scale: float = Field(
+        0.6, ge=0.0, le=2.0, description="how strongly the reference image steers the style"
+    )
     world_to_camera: list[list[float]] | None = Field(
         None,
         description="3x3 rotation (or 4x4 view matrix) bringing world-space normals into "

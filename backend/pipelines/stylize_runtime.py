@@ -11,6 +11,7 @@ from ..models.offline import ensure_offline
 ensure_offline()
 
 import gc  # noqa: E402
+import hashlib  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -99,6 +100,8 @@ class Request:
     # (video modes, params.temporal_fusion). None: each frame's own noise, no fusion.
     motion: ChunkMotion | None = None
     memory_level: int = 0  # stylize_plan.MEMORY_PLANS: raised after running out of memory
+    # The style reference image (float32 HxWx3 0..1) for the IP-Adapter; None without one.
+    reference: np.ndarray | None = None
 
 
 class Runtime:
@@ -108,6 +111,7 @@ class Runtime:
         self._cache: ModelCache | None = None
         self._loaded: LoadedModels | None = None
         self._built: dict[str, Any] = {}
+        self._reference: tuple[tuple[int, str], torch.Tensor] | None = None
         self._lock = threading.RLock()
 
     @property
@@ -127,7 +131,7 @@ class Runtime:
                 raise PipelineError(str(exc)) from None
             if loaded is not self._loaded:
                 dropped = bool(self._built)
-                self._loaded, self._built = loaded, {}
+                self._loaded, self._built, self._reference = loaded, {}, None
                 if dropped:
                     _free_memory()  # the old set's motion UNet copy
             return loaded
@@ -181,6 +185,28 @@ class Runtime:
                 loaded.pipe, controlnet=nets, dtype=dtype
             )
         raise PipelineError(f"unknown stylize pipeline {kind!r}")
+
+    def reference_embeds(self, loaded: LoadedModels, image: np.ndarray) -> torch.Tensor:
+        """The reference image's CLIP embedding (1, D), computed once per job: every chunk of
+        a job brings the same image and model set, and finds it here."""
+        encoder = loaded.image_encoder
+        if encoder is None:
+            raise PipelineError("A style reference needs an IP-Adapter; none was loaded.")
+        pixels = np.ascontiguousarray(image, dtype=np.float32)
+        key = (
+            id(loaded),
+            hashlib.sha256(pixels.tobytes() + str(pixels.shape).encode()).hexdigest(),
+        )
+        with self._lock:
+            if self._reference is not None and self._reference[0] == key:
+                return self._reference[1]
+            picture = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+            inputs = encoder.processor(images=picture, return_tensors="pt").pixel_values
+            model = encoder.model
+            with torch.no_grad():
+                embeds = model(inputs.to(model.device, model.dtype)).image_embeds
+            self._reference = (key, embeds)
+            return embeds
 
     def _motion_unet(self, loaded: LoadedModels) -> UNetMotionModel:
         # Built once per model set and shared by the video pipelines: from_unet2d copies the
@@ -312,6 +338,25 @@ def _control_kwargs(params: StylizeParams) -> dict[str, Any]:
     }
 
 
+def _reference_kwargs(
+    runtime: Runtime, loaded: LoadedModels, pipe: Any, req: Request
+) -> dict[str, Any]:
+    """ip_adapter_image_embeds for the call, and the adapter's scale set on `pipe`'s UNet.
+
+    Embeddings in diffusers' precomputed form: with classifier-free guidance the unconditional
+    half first, a zero embedding, as diffusers makes it for the plain IP-Adapter."""
+    if req.reference is None:
+        return {}
+    embeds = runtime.reference_embeds(loaded, req.reference)
+    unet = pipe.unet
+    embeds = embeds.to(unet.device, unet.dtype)[:, None]  # (1, images per adapter, D)
+    guided = req.params.guidance > 1.0 and unet.config.time_cond_proj_dim is None
+    if guided:
+        embeds = torch.cat([torch.zeros_like(embeds), embeds])
+    pipe.set_ip_adapter_scale(req.params.ip_adapter_scale)  # processors are per UNet copy
+    return {"ip_adapter_image_embeds": [embeds]}
+
+
 def _common_kwargs(
     req: Request,
     hook: StepHook,
@@ -363,6 +408,7 @@ def denoise_video(
     if req.anchors:
         anchor = _Anchor(pipe, req.anchors, anchor_seed(req.seed), noise)
     kwargs = _common_kwargs(req, hook, anchor, fusion) | {"generator": _generator(req.seed)}
+    kwargs |= _reference_kwargs(runtime, loaded, pipe, req)
     kwargs["decode_chunk_size"] = plan.decode_frames
     if req.controls:
         kwargs |= _control_kwargs(p) | {"conditioning_frames": req.controls}
@@ -437,6 +483,7 @@ def denoise_frame(
         kwargs["image"] = controls
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=False)
     set_vae_memory(pipe.vae, memory_plan(req.memory_level))
+    kwargs |= _reference_kwargs(runtime, loaded, pipe, req)
     out = pipe(**kwargs).images
     return np.asarray(out[0], np.float32)
 
@@ -447,12 +494,16 @@ def model_set(
     controlnets: Sequence[str],
     lora: tuple[str, float] | None,
     device: str,
+    ip_adapter: tuple[str, str] | None = None,
 ) -> ModelSet:
+    """ip_adapter: (IP-Adapter, image encoder) names, for a job with a style reference."""
     return ModelSet(
         checkpoint=checkpoint,
         motion_adapter=motion_adapter,
         controlnets=tuple(controlnets),
         loras=(LoraSpec(*lora),) if lora else (),
+        ip_adapter=ip_adapter[0] if ip_adapter else None,
+        image_encoder=ip_adapter[1] if ip_adapter else None,
         dtype=dtype_for(device),
         device=device,
     )

@@ -64,6 +64,7 @@ _EXR_LAYOUTS: dict[Pass, tuple[tuple[str, ...], ...]] = {
     Pass.BEAUTY: _COLOUR_LAYOUTS,
     Pass.KEYFRAME: _COLOUR_LAYOUTS,
     Pass.LINEART: _COLOUR_LAYOUTS,
+    Pass.REFERENCE: _COLOUR_LAYOUTS,
 }
 # Last component of a multilayer channel prefix ("ViewLayer.Depth" -> "depth") naming a pass.
 _LAYER_NAMES: dict[Pass, frozenset[str]] = {
@@ -73,6 +74,7 @@ _LAYER_NAMES: dict[Pass, frozenset[str]] = {
     Pass.BEAUTY: frozenset({"combined", "image", "beauty"}),
     Pass.KEYFRAME: frozenset({"combined", "image", "keyframe"}),
     Pass.LINEART: frozenset({"freestyle", "lineart"}),
+    Pass.REFERENCE: frozenset({"combined", "image", "reference"}),
 }
 
 
@@ -350,7 +352,7 @@ def decode(
 
 
 def _label(pass_: Pass) -> str:
-    return f"the {pass_.value} {'image' if pass_ is Pass.KEYFRAME else 'pass'}"
+    return f"the {pass_.value} {'image' if pass_ in (Pass.KEYFRAME, Pass.REFERENCE) else 'pass'}"
 
 
 def _check_limits(info: ImageInfo, *, max_pixels: int, max_side: int, what: str) -> None:

@@ -30,6 +30,8 @@ TINY_EXPECTED = {
     "motion/tiny-mm-sd-v15-v2": (ModelKind.MOTION_ADAPTER, "single_file", None),
     "sparsectrl/tiny-sparsectrl-rgb": (ModelKind.SPARSECTRL, "diffusers", "rgb"),
     "lora/tiny-lora": (ModelKind.LORA, "single_file", None),
+    "ip_adapter/tiny-ip-adapter-sd15": (ModelKind.IP_ADAPTER, "single_file", None),
+    "ip_adapter/image_encoder": (ModelKind.IMAGE_ENCODER, "diffusers", None),
 }
 
 
@@ -459,6 +461,9 @@ def test_every_kind_loads_offline(registry: ModelRegistry) -> None:
         elif kind == ModelKind.SPARSECTRL:
             model = loading.load_sparsectrl(entry, registry=registry)
             assert isinstance(model, SparseControlNetModel)
+        elif kind == ModelKind.IMAGE_ENCODER:
+            encoder = loading.load_image_encoder(entry, registry=registry)
+            assert not encoder.model.training and encoder.processor.crop_size["height"] == 32
     with pytest.raises(loading.ModelLoadError, match="not a motion adapter"):
         loading.load_motion_adapter(registry.get("tiny-lora"), registry=registry)
 

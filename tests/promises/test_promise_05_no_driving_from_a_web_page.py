@@ -64,10 +64,13 @@ def test_only_this_servers_exact_host_is_accepted(shared_backend: Backend) -> No
             assert r.status_code == 421, (host, r.status_code)
             assert "--allow-host" in r.json()["detail"]
     head = "GET /v1/health HTTP/1.1\r\n{host}" + auth + "Connection: close\r\n\r\n"
-    assert status_of_raw(b, head.format(host="")) == 421, "a missing Host"
+    # Malformed at the protocol level: uvicorn's h11 parser refuses these itself (400), its
+    # httptools parser lets them reach our gate (421). Either way they never reach a route.
+    refused = (400, 421)
+    assert status_of_raw(b, head.format(host="")) in refused, "a missing Host"
     assert status_of_raw(b, head.format(host="Host: \r\n")) == 421, "an empty Host"
     two = f"Host: 127.0.0.1:{port}\r\nHost: evil.example\r\n"
-    assert status_of_raw(b, head.format(host=two)) == 421, "a second Host"
+    assert status_of_raw(b, head.format(host=two)) in refused, "a second Host"
     http10 = "GET /v1/health HTTP/1.0\r\n" + auth + "\r\n"
     assert status_of_raw(b, http10) == 421, "HTTP/1.0 without Host"
 
