@@ -15,8 +15,9 @@ from tests.blender.support import ADDON
 
 
 def test_model_menus_list_the_backend_models_and_reach_the_job(
-    shot: Any, prefs: Any, tiny_backend: dict, runtime: ModuleType
+    shot: Any, prefs: Any, tiny_backend: dict, runtime: ModuleType, monkeypatch
 ) -> None:
+    monkeypatch.setattr(runtime, "_models", runtime.model_choices())  # the check below fills it
     prefs.data_dir = str(tiny_backend["data"])
     prefs.models_dir = str(tiny_backend["models"])
     properties = sys.modules[f"{ADDON}.properties"]
