@@ -63,6 +63,24 @@ def parse_params(model: type[P], raw: Mapping[str, Any], what: str) -> P:
         raise InputError(f"Invalid {what} parameters: {validation_text(exc)}.") from exc
 
 
+LATENT_MULTIPLE = 8  # the SD VAE downsamples by 8: diffusion sizes are multiples of it
+
+
+def latent_size_error(width: int, height: int) -> str | None:
+    """None for a size the VAE takes; otherwise the sizes to use instead, in words."""
+    if width % LATENT_MULTIPLE == 0 and height % LATENT_MULTIPLE == 0:
+        return None
+
+    def near(v: int) -> str:
+        low = max(LATENT_MULTIPLE, v - v % LATENT_MULTIPLE)
+        return f"{low} or {low + LATENT_MULTIPLE}" if low != v else str(v)
+
+    return (
+        f"{width}×{height} is not a multiple of {LATENT_MULTIPLE} (use a width of {near(width)}"
+        f" and a height of {near(height)})"
+    )
+
+
 @dataclass(frozen=True)
 class JobSpec:
     id: str

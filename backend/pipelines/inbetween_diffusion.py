@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..models.registry import KINDS, ModelKind, Need
-from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext, latent_size_error
 from .stylize_params import MAX_SEED, MOTION_WINDOW, SchedulerName
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 LOAD_STAGE = "load"
 STAGE = "denoise"
-SIZE_MULTIPLE = 8  # the VAE downsamples by 8
 MIN_CLIP = 3  # two ends and at least one frame between them
 SPARSECTRL_TYPE = "rgb"  # conditions on the keys' colours
 SEED_MASK = 2**63 - 1
@@ -177,18 +176,11 @@ def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
 
 class DiffusionMethod:
     def check_job(self, job: JobSpec, params: InbetweenParams) -> None:
-        if job.width % SIZE_MULTIPLE == 0 and job.height % SIZE_MULTIPLE == 0:
-            return
-
-        def near(v: int) -> str:
-            low = max(SIZE_MULTIPLE, v - v % SIZE_MULTIPLE)
-            return f"{low} or {low + SIZE_MULTIPLE}" if low != v else str(v)
-
-        raise InputError(
-            f"Diffusion in-betweening needs keys whose width and height are multiples of "
-            f"{SIZE_MULTIPLE}; {job.width}×{job.height} is not (render the keys at a width of "
-            f"{near(job.width)} and a height of {near(job.height)}, or use method 'flow')."
-        )
+        if problem := latent_size_error(job.width, job.height):
+            raise InputError(
+                f"Diffusion in-betweening needs keys of a size the model takes: {problem};"
+                " render the keys at that size, or use method 'flow'."
+            )
 
     def missing_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> list[str]:
         p = diffusion_params(params)

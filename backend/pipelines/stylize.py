@@ -25,7 +25,16 @@ from pydantic import BaseModel
 
 from ..models.registry import ModelKind, Need
 from ..vision.passes import normal_to_control
-from .base import REFERENCE_FRAME, Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .base import (
+    REFERENCE_FRAME,
+    Chunk,
+    InputError,
+    JobSpec,
+    Pass,
+    PipelineError,
+    RunContext,
+    latent_size_error,
+)
 from .stylize_conditioning import control_frames
 from .stylize_params import StylizeParams, parse_params
 from .stylize_plan import (
@@ -43,7 +52,6 @@ if TYPE_CHECKING:
 
 STAGE = "denoise"
 LOAD_STAGE = "load"
-SIZE_MULTIPLE = 8  # the VAE downsamples by 8
 ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
 
 
@@ -319,14 +327,5 @@ def _run_per_frame(
 
 
 def _check_size(width: int, height: int) -> None:
-    if width % SIZE_MULTIPLE == 0 and height % SIZE_MULTIPLE == 0:
-        return
-
-    def near(v: int) -> str:
-        low = max(SIZE_MULTIPLE, v - v % SIZE_MULTIPLE)
-        return f"{low} or {low + SIZE_MULTIPLE}" if low != v else str(v)
-
-    raise InputError(
-        f"Stylize needs a width and height that are multiples of {SIZE_MULTIPLE}; "
-        f"{width}×{height} is not (use a width of {near(width)} and a height of {near(height)})."
-    )
+    if problem := latent_size_error(width, height):
+        raise InputError(f"Stylize needs a width and height that the model takes: {problem}.")

@@ -135,7 +135,7 @@ def test_sizes_and_options_are_checked_when_the_job_is_made() -> None:
         return JobSpec("j", "inbetween", width, 64, (0, 1, 2), (0, 2), params)
 
     InbetweenPipeline().check_job(job(64, method="diffusion"))
-    with pytest.raises(InputError, match=r"multiples of 8; 60×64 is not.*56 or 64"):
+    with pytest.raises(InputError, match=r"60×64 is not a multiple of 8.*56 or 64"):
         InbetweenPipeline().check_job(job(60, method="diffusion"))
     with pytest.raises(InputError, match=r"params\.diffusion is for method 'diffusion'"):
         InbetweenPipeline().check_job(job(64, method="flow", diffusion={"seed": 1}))

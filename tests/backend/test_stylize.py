@@ -180,7 +180,7 @@ def test_params_round_trip_with_the_pass_field_named_pass() -> None:
 
 def test_check_job_and_inputs() -> None:
     pipe = StylizePipeline()
-    with pytest.raises(InputError, match=r"multiples of 8.*100×64.*96 or 104"):
+    with pytest.raises(InputError, match=r"100×64 is not a multiple of 8.*96 or 104"):
         pipe.check_job(spec({}, width=100))
     with pytest.raises(InputError, match="at least one ControlNet"):
         pipe.check_job(spec({"mode": "text2video"}))
