@@ -147,6 +147,9 @@ def set_slot_format(node: Any, index: int, file_format: str) -> None:
         image_format = slot.format
     image_format.file_format = file_format
     if file_format == "OPEN_EXR":
+        # RGBA, whatever the scene's own output says: in RGB the Vector pass loses its W (the
+        # motion to the next frame); data passes keep their own channel names (X,Y,Z,W / V).
+        image_format.color_mode = "RGBA"
         image_format.color_depth = "32"
         image_format.exr_codec = "ZIP"
     else:

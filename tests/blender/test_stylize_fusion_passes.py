@@ -58,7 +58,10 @@ def outputs(take: Path) -> dict[str, bytes]:
 def test_fusion_sends_vector_and_depth_of_every_frame(
     shot: Any, prefs: Any, tiny_backend: dict
 ) -> None:
+    # A scene that saves RGB images must still give a Vector pass with its W (next-frame) channel
+    shot.render.image_settings.color_mode = "RGB"
     on, inputs_on, take_on = stylize(shot, prefs, tiny_backend, fusion=True)
+    assert shot.render.image_settings.color_mode == "RGB"
     assert on["params"]["temporal_fusion"] is True
     # depth for occlusion: no depth ControlNet is enabled
     assert uploaded(inputs_on) == {"beauty": PNG, "depth": EXR, "vector": EXR}
