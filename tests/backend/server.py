@@ -127,3 +127,22 @@ def wait_until(client: httpx.Client, job_id: str, predicate, timeout: float = 12
         if time.monotonic() > deadline:
             raise TimeoutError(f"job {job_id}: condition not reached: {job}")
         time.sleep(0.05)
+
+
+def start_and_finish(client: httpx.Client, job_id: str) -> dict:
+    """Start a job whose inputs are all uploaded and wait until it is done (asserted)."""
+    r = client.post(f"/v1/jobs/{job_id}/start")
+    assert r.status_code == 202, r.text
+    done = wait_for(client, job_id, {"done", "failed", "canceled"})
+    assert done["state"] == "done", done
+    return done
+
+
+def outputs(client: httpx.Client, job: dict) -> dict[int, bytes]:
+    """Every frame of a finished job, as the PNG bytes the backend serves."""
+    out = {}
+    for f in job["frames"]:
+        r = client.get(f"/v1/jobs/{job['id']}/outputs/{f}")
+        assert r.status_code == 200, r.text
+        out[f] = r.content
+    return out

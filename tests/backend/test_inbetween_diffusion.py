@@ -18,7 +18,7 @@ from backend.pipelines.base import InputError, JobSpec
 from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
 from backend.pipelines.inbetween_diffusion import clip_seed, plan_clips
 from tests.backend.images import png_bytes, png_pixels, textured_square_scene
-from tests.backend.server import Backend, wait_for, wait_until
+from tests.backend.server import Backend, outputs, start_and_finish, wait_for, wait_until
 
 W = H = 64
 # Keys 0 → 3 fit one clip; 3 → 20 is 18 frames, longer than the 16-frame window: anchors first.
@@ -67,20 +67,7 @@ def run(
 ) -> dict:
     job = create(c, diffusion, frames, **params)
     upload_keys(c, job)
-    r = c.post(f"/v1/jobs/{job['id']}/start")
-    assert r.status_code == 202, r.text
-    done = wait_for(c, job["id"], {"done", "failed", "canceled"})
-    assert done["state"] == "done", done
-    return done
-
-
-def outputs(c: httpx.Client, job: dict) -> dict[int, bytes]:
-    out = {}
-    for f in job["finished_frames"]:
-        r = c.get(f"/v1/jobs/{job['id']}/outputs/{f}")
-        assert r.status_code == 200, r.text
-        out[f] = r.content
-    return out
+    return start_and_finish(c, job["id"])
 
 
 # --- clips and the registry (no models) --------------------------------------------------------

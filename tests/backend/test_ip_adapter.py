@@ -16,7 +16,7 @@ import pytest
 from backend.models.registry import ModelKind, ModelRegistry
 from backend.pipelines.base import REFERENCE_FRAME, Pass
 from tests.backend.images import png_bytes, png_pixels
-from tests.backend.server import Backend, wait_for
+from tests.backend.server import Backend, outputs, start_and_finish
 
 W = H = 64
 FRAMES = range(8)
@@ -82,18 +82,12 @@ def _upload(c: httpx.Client, job: dict, reference: bytes | None) -> None:
 def _run(c: httpx.Client, params: dict, reference: bytes | None = None) -> list[bytes]:
     job = _create(c, params)
     _upload(c, job, reference)
-    r = c.post(f"/v1/jobs/{job['id']}/start")
-    assert r.status_code == 202, r.text
-    done = wait_for(c, job["id"], {"done", "failed", "canceled"})
-    assert done["state"] == "done", done
+    done = start_and_finish(c, job["id"])
     pinned = (done["params"]["ip_adapter"], done["params"]["image_encoder"])
     assert pinned == ((IP_ADAPTER, IMAGE_ENCODER) if reference else (None, None))
-    frames = []
-    for f in FRAMES:
-        r = c.get(f"/v1/jobs/{job['id']}/outputs/{f}")
-        assert r.status_code == 200
-        frames.append(r.content)
-    return frames
+    frames = outputs(c, done)
+    assert list(frames) == list(FRAMES)
+    return list(frames.values())
 
 
 def _mean_difference(a: list[bytes], b: list[bytes]) -> float:

@@ -21,7 +21,7 @@ from backend.pipelines.stylize_params import StylizeParams, parse_params
 from backend.pipelines.stylize_plan import blend_seam, chunk_seed, plan_chunks, seam_weights
 from backend.vision.imageio import decode
 from tests.backend.images import exr_bytes, png_bytes, png_pixels
-from tests.backend.server import Backend, wait_for, wait_until
+from tests.backend.server import Backend, outputs, start_and_finish, wait_for, wait_until
 
 W = H = 64
 SHOT = 40  # longer than the tiny motion module's 16-frame window: three chunks
@@ -99,20 +99,7 @@ def run_job(
 ) -> dict:
     job = create(c, params, frames)
     upload(c, job, shot, vectors)
-    r = c.post(f"/v1/jobs/{job['id']}/start")
-    assert r.status_code == 202, r.text
-    done = wait_for(c, job["id"], {"done", "failed", "canceled"})
-    assert done["state"] == "done", done
-    return done
-
-
-def outputs(c: httpx.Client, job: dict) -> dict[int, bytes]:
-    out = {}
-    for f in job["frames"]:
-        r = c.get(f"/v1/jobs/{job['id']}/outputs/{f}")
-        assert r.status_code == 200
-        out[f] = r.content
-    return out
+    return start_and_finish(c, job["id"])
 
 
 # --- planning, seeds, seams (no models) --------------------------------------------------------

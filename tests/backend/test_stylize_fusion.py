@@ -22,7 +22,7 @@ from backend.pipelines.stylize_fusion import (
 )
 from backend.pipelines.stylize_params import parse_params
 from backend.vision.consistency import FrameMotion, job_warping_error, shot_warping_error
-from tests.backend.server import Backend, wait_for
+from tests.backend.server import Backend, outputs, start_and_finish
 from tests.backend.test_consistency import MovingSquare
 
 # --- the warping itself (no models) ------------------------------------------------------------
@@ -150,14 +150,8 @@ def stylize(c: httpx.Client, params: dict, vectors: bool) -> tuple[dict, dict[in
         files = SHOT.passes(t)
         for p in passes:
             c.put(f"/v1/jobs/{job['id']}/inputs/{p.value}/{t}", content=files[p]).raise_for_status()
-    c.post(f"/v1/jobs/{job['id']}/start").raise_for_status()
-    done = wait_for(c, job["id"], {"done", "failed", "canceled"})
-    assert done["state"] == "done", done
-    outputs = {
-        t: c.get(f"/v1/jobs/{job['id']}/outputs/{t}").raise_for_status().content
-        for t in range(FRAMES)
-    }
-    return done, outputs
+    done = start_and_finish(c, job["id"])
+    return done, outputs(c, done)
 
 
 def test_fusion_lowers_the_warping_error_and_off_changes_nothing(backend: Backend) -> None:
