@@ -1,9 +1,15 @@
-"""Every Blender-version difference the add-on meets, in one place (4.2 → 4.5 → 5.0).
+"""Every Blender-version difference the add-on meets, in one place (4.2 LTS → 5.3).
 
 - 4.4 renamed Sequence → Strip and added `sequence_editor.strips`; 5.0 removes `.sequences`.
 - 4.4 layered actions: F-curves live in a channelbag per action slot; 5.0 drops `action.fcurves`.
 - 5.0 moves the compositor tree to `scene.compositing_node_group` and renames the File Output
-  node's fields (`directory`, `file_name`, `file_output_items`).
+  node's fields (`directory`, `file_name`, `file_output_items`); its format defaults to one
+  multilayer EXR (`media_type`), and a still render numbers a file only where its name holds
+  `####`. 5.3 deprecates `compositing_node_group` for `scene.compositor_effects`.
+- 5.0: `strips.new_effect(length=)` (was `frame_end=`); `bpy.data.grease_pencils` is Grease
+  Pencil v3 again (4.3–4.5: `grease_pencils_v3`).
+- 5.3 deprecates `Strip.frame_start` / `frame_final_start` / `frame_final_end` for
+  `content_start` / `left_handle` / `right_handle`.
 - EEVEE is `BLENDER_EEVEE_NEXT` in 4.2–4.5 and `BLENDER_EEVEE` again in 5.0.
 - Grease Pencil v3 (4.3) is object type `GREASEPENCIL`; before it, `GPENCIL`.
 """
@@ -49,6 +55,41 @@ def remove_strip(editor: Any, strip: Any) -> None:
     top_level_strips(editor).remove(strip)
 
 
+def new_effect_strip(
+    editor: Any, name: str, kind: str, channel: int, frame_start: int, length: int
+) -> Any:
+    """An effect strip (e.g. COLOR) covering `length` frames from `frame_start`."""
+    strips = top_level_strips(editor)
+    if VERSION >= (5, 0, 0):
+        return strips.new_effect(
+            name, kind, channel=channel, frame_start=frame_start, length=length
+        )
+    return strips.new_effect(
+        name, kind, channel=channel, frame_start=frame_start, frame_end=frame_start + length
+    )
+
+
+def strip_span(strip: Any) -> tuple[int, int]:
+    """The frames a strip shows: first, and one past the last."""
+    if hasattr(strip, "left_handle"):  # 5.3+
+        return int(strip.left_handle), int(strip.right_handle)
+    return int(strip.frame_final_start), int(strip.frame_final_end)
+
+
+def strip_content_start(strip: Any) -> int:
+    """Where the strip's first element would show, before any trim."""
+    if hasattr(strip, "content_start"):  # 5.3+
+        return int(strip.content_start)
+    return int(strip.frame_start)
+
+
+def grease_pencils() -> Any:
+    """The Grease Pencil v3 data-blocks (4.3+)."""
+    if hasattr(bpy.data, "grease_pencils_v3"):  # 4.3–4.5
+        return bpy.data.grease_pencils_v3
+    return bpy.data.grease_pencils
+
+
 # --- animation -------------------------------------------------------------------------------
 
 
@@ -92,10 +133,25 @@ def eevee_engine_id() -> str:
     return "BLENDER_EEVEE_NEXT" if (4, 2, 0) <= VERSION < (5, 0, 0) else "BLENDER_EEVEE"
 
 
-def compositor_tree(scene: bpy.types.Scene) -> tuple[Any, tuple[str, bool]]:
-    """The scene's compositor node tree, switched on or created, and what
-    `restore_compositor()` needs to put things back."""
-    if hasattr(scene, "compositing_node_group"):  # 5.0+
+def compositor_tree(scene: bpy.types.Scene) -> tuple[Any, tuple[str, Any]]:
+    """A compositor node tree whose nodes run when `scene` renders, and what
+    `restore_compositor()` needs to put the scene back exactly as it was.
+
+    5.3: a compositor effect of our own with its own node group (setting the deprecated
+    `compositing_node_group` leaves an empty "Scene Effect" behind); the user's effects are off
+    for the render. 5.0–5.2: the scene's node group, or one we create. 4.x: `scene.node_tree`.
+    """
+    if hasattr(scene, "compositor_effects"):  # 5.3+
+        group = bpy.data.node_groups.new("Framesmith passes", "CompositorNodeTree")
+        others = [(e.name, e.enable_for_render) for e in scene.compositor_effects]
+        active = scene.compositor_effects.active
+        for effect in scene.compositor_effects:
+            effect.enable_for_render = False
+        effect = scene.compositor_effects.new("Framesmith passes")
+        effect.node_group = group
+        saved = (effect.name, group.name, others, active.name if active else None)
+        return group, ("effect", saved)
+    if hasattr(scene, "compositing_node_group"):  # 5.0–5.2
         created = scene.compositing_node_group is None
         if created:
             scene.compositing_node_group = bpy.data.node_groups.new(
@@ -103,55 +159,70 @@ def compositor_tree(scene: bpy.types.Scene) -> tuple[Any, tuple[str, bool]]:
             )
         return scene.compositing_node_group, ("group", created)
     saved = scene.use_nodes
-    scene.use_nodes = True
-    return scene.node_tree, ("use_nodes", saved)
+    existing = {node.name for node in scene.node_tree.nodes} if scene.node_tree else set()
+    scene.use_nodes = True  # creates a default tree (Render Layers → Composite) the first time
+    return scene.node_tree, ("use_nodes", (saved, existing))
 
 
-def restore_compositor(scene: bpy.types.Scene, state: tuple[str, bool]) -> None:
+def restore_compositor(scene: bpy.types.Scene, state: tuple[str, Any]) -> None:
     kind, value = state
     if kind == "use_nodes":
-        scene.use_nodes = value
-    elif value:  # we created the 5.0 node group
+        saved, existing = value
+        tree = scene.node_tree
+        for node in [n for n in tree.nodes if n.name not in existing]:
+            tree.nodes.remove(node)
+        scene.use_nodes = saved
+    elif kind == "effect":
+        effect_name, group_name, others, active = value
+        effects = scene.compositor_effects
+        ours = effects.get(effect_name)
+        if ours is not None:
+            effects.remove(ours)
+        for name, enabled in others:
+            if name in effects:
+                effects[name].enable_for_render = enabled
+        if active is not None and active in effects:
+            effects.active = effects[active]
+        group = bpy.data.node_groups.get(group_name)
+        if group is not None:
+            bpy.data.node_groups.remove(group)
+    elif value:  # we created the 5.0–5.2 node group
         group = scene.compositing_node_group
         scene.compositing_node_group = None
         bpy.data.node_groups.remove(group)
 
 
-def file_output_node(tree: Any, directory: str, slot_names: list[str]) -> Any:
-    """A File Output node with one input per name, writing `<directory>/<name>/<frame>.<ext>`."""
+def file_output(tree: Any, directory: str, file_format: str) -> tuple[Any, Any]:
+    """A File Output node writing one image a frame, `<directory>/<frame>.<ext>` (8-bit RGBA PNG
+    or 32-bit float RGBA EXR); the node and its input socket.
+
+    One node per pass on every version: 5.x puts every input of a node into one multilayer EXR
+    by default, numbers a still render's file only where the name holds `####`, and turns `/` in
+    input names into `_` (5.0), so a pass cannot get its own folder from an input name.
+    """
     node = tree.nodes.new("CompositorNodeOutputFile")
-    if hasattr(node, "file_output_items"):  # 5.0+ (not verified here: no 5.0 build to test)
+    if hasattr(node, "file_output_items"):  # 5.0+
+        node.format.media_type = "IMAGE"
         node.directory = directory
         node.file_name = ""
         node.file_output_items.clear()
-        for name in slot_names:
-            node.file_output_items.new("RGBA", f"{name}/")
+        node.file_output_items.new("RGBA", "####")
     else:
         node.base_path = directory
         node.file_slots.clear()
-        for name in slot_names:
-            node.file_slots.new(name)
-            node.file_slots[name].path = f"{name}/"
-    return node
+        node.file_slots.new("####")
+        node.file_slots[0].path = ""
+    _set_format(node.format, file_format)
+    return node, node.inputs[0]
 
 
-def set_slot_format(node: Any, index: int, file_format: str) -> None:
-    """Give one File Output input its own format: 8-bit RGBA PNG, or 32-bit float EXR."""
-    if hasattr(node, "file_output_items"):  # 5.0+
-        item = node.file_output_items[index]
-        item.override_node_format = True
-        image_format = item.format
-    else:
-        slot = node.file_slots[index]
-        slot.use_node_format = False
-        image_format = slot.format
+def _set_format(image_format: Any, file_format: str) -> None:
     image_format.file_format = file_format
+    # RGBA, whatever the scene's own output says: in RGB the Vector pass loses its W (the motion
+    # to the next frame); data passes keep their own channel names (X,Y,Z,W / V).
+    image_format.color_mode = "RGBA"
     if file_format == "OPEN_EXR":
-        # RGBA, whatever the scene's own output says: in RGB the Vector pass loses its W (the
-        # motion to the next frame); data passes keep their own channel names (X,Y,Z,W / V).
-        image_format.color_mode = "RGBA"
         image_format.color_depth = "32"
         image_format.exr_codec = "ZIP"
     else:
-        image_format.color_mode = "RGBA"
         image_format.color_depth = "8"

@@ -123,9 +123,9 @@ def selected_strip_keys(scene: bpy.types.Scene, frame_range: FrameRange) -> dict
         ImageStripInfo(
             name=s.name,
             channel=s.channel,
-            frame_start=int(s.frame_start),
-            frame_final_start=s.frame_final_start,
-            frame_final_end=s.frame_final_end,
+            frame_start=compat.strip_content_start(s),
+            frame_final_start=compat.strip_span(s)[0],
+            frame_final_end=compat.strip_span(s)[1],
             directory=bpy.path.abspath(s.directory),
             files=tuple(e.filename for e in s.elements),
         )

@@ -146,12 +146,11 @@ def _pass_output(scene: bpy.types.Scene, passes: list[str], folder: Path) -> Ite
         nodes.append(layers)
         layers.scene = scene
         layers.layer = view_layer.name
-        output = compat.file_output_node(tree, str(folder) + "/", passes)
-        nodes.append(output)
-        for index, name in enumerate(passes):
+        for name in passes:
             socket, file_format = PASS_SOCKETS[name]
-            compat.set_slot_format(output, index, file_format)
-            tree.links.new(layers.outputs[socket], output.inputs[index])
+            output, output_input = compat.file_output(tree, f"{folder}/{name}/", file_format)
+            nodes.append(output)
+            tree.links.new(layers.outputs[socket], output_input)
         yield
     finally:
         for node in nodes:
@@ -206,14 +205,31 @@ def _passes(
 ) -> dict[tuple[str, int], Path]:
     scene.frame_set(frame)
     bpy.ops.render.render(scene=scene.name)
-    done = {}
-    for name in passes:
-        ext = "exr" if PASS_SOCKETS[name][1] == "OPEN_EXR" else "png"
-        path = folder / name / f"{frame_file(frame)[:-4]}.{ext}"
-        if not path.is_file():
-            raise RuntimeError(f"Blender did not write the {name} pass of frame {frame}")
-        done[(name, frame)] = path
-    return done
+    return {(name, frame): pass_file(folder / name, frame, name) for name in passes}
+
+
+def pass_file(folder: Path, frame: int, name: str) -> Path:
+    """The file Blender wrote for one pass of `frame`, under our own name `<frame>.<ext>`.
+
+    Blender pads frame numbers its own way (`-002` or `-0002`, by version); any file whose stem is
+    this frame's number is taken and renamed.
+    """
+    ext = "exr" if PASS_SOCKETS[name][1] == "OPEN_EXR" else "png"
+    path = folder / f"{frame_file(frame)[:-4]}.{ext}"
+    if path.is_file():
+        return path
+    written = sorted(folder.glob(f"*.{ext}")) if folder.is_dir() else []
+    for candidate in written:
+        try:
+            number = int(candidate.stem)
+        except ValueError:
+            continue
+        if number == frame:
+            return candidate.replace(path)
+    seen = ", ".join(p.name for p in written[:5]) or "nothing"
+    raise RuntimeError(
+        f"Blender did not write the {name} pass of frame {frame} (found {seen} in {folder})"
+    )
 
 
 @dataclass(frozen=True)

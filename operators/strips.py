@@ -24,9 +24,7 @@ def import_take(scene: bpy.types.Scene, entry: Any, directory: Path, frames: tup
     if missing:
         raise FrameError(f"{len(missing)} frame files are missing in {directory}")
     editor = compat.sequence_editor(scene)
-    occupied = [
-        (s.channel, s.frame_final_start, s.frame_final_end) for s in compat.all_strips(editor)
-    ]
+    occupied = [(s.channel, *compat.strip_span(s)) for s in compat.all_strips(editor)]
     channel = free_channel(occupied, layout.start, layout.end)
     name = f"{entry.kind.title()} {entry.take[:8]}"
     strip = compat.new_image_strip(

@@ -228,12 +228,11 @@ def render_shot(name: str, out: Path, width: int, height: int, frames: int, samp
     layers = tree.nodes.new("CompositorNodeRLayers")
     layers.scene = scene
     layers.layer = view_layer.name
-    node = compat.file_output_node(tree, str(folder) + "/", [f for _, f, _ in OUTPUTS])
-    for index, (socket, _, file_format) in enumerate(OUTPUTS):
-        compat.set_slot_format(node, index, file_format)
-        tree.links.new(layers.outputs[socket], node.inputs[index])
-    items = node.file_output_items if hasattr(node, "file_output_items") else node.file_slots
-    items[0].format.color_mode = "RGB"  # the beauty: opaque frames, no alpha channel
+    for index, (socket, sub, file_format) in enumerate(OUTPUTS):
+        node, node_input = compat.file_output(tree, f"{folder}/{sub}/", file_format)
+        tree.links.new(layers.outputs[socket], node_input)
+        if index == 0:
+            node.format.color_mode = "RGB"  # the beauty: opaque frames, no alpha channel
     for frame in range(1, frames + 1):
         scene.frame_set(frame)
         bpy.ops.render.render(scene=scene.name)

@@ -14,6 +14,7 @@ from typing import Any
 import bpy
 import pytest
 
+import compat
 from client.http import BackendClient
 from client.request import InbetweenRequest, from_json
 
@@ -54,13 +55,13 @@ def test_registered_as_an_extension(addon: ModuleType) -> None:
 
 def test_inbetween_from_object_keys_lands_frame_for_frame(shot: Any) -> None:
     editor = shot.sequence_editor_create()
-    existing = editor.strips.new_effect("Below", "COLOR", channel=1, frame_start=1, frame_end=9)
+    existing = compat.new_effect_strip(editor, "Below", "COLOR", 1, 1, 8)
 
     assert bpy.ops.framesmith.inbetween() == {"FINISHED"}
 
     (strip,) = framesmith_strips(shot)
     assert strip.type == "IMAGE" and strip.channel == existing.channel + 1
-    assert (strip.frame_final_start, strip.frame_final_end) == (1, 9)  # frames 1..8
+    assert compat.strip_span(strip) == (1, 9)  # frames 1..8
     folder = Path(bpy.path.abspath(strip.directory))
     names = [e.filename for e in strip.elements]
     assert names == [f"{f:04d}.png" for f in range(1, 9)]
@@ -105,7 +106,7 @@ def test_jobs_and_requests_survive_save_and_reopen(shot: Any, tmp_path: Path) ->
     assert bpy.ops.framesmith.reimport(job=job.job_id) == {"FINISHED"}
     again = max(framesmith_strips(scene), key=lambda s: s.channel)
     assert again.channel == strip.channel + 1
-    assert (again.frame_final_start, again.frame_final_end) == (1, 9)
+    assert compat.strip_span(again) == (1, 9)
 
 
 def test_backend_down_is_a_clear_error(shot: Any, prefs: Any) -> None:
@@ -172,7 +173,7 @@ def test_interactive_run_imports_from_the_timer(shot: Any, runtime: ModuleType) 
     pump(runtime, lambda: not runtime.watching(job.take))
     assert job.state == "DONE" and job.progress == 1.0
     (strip,) = framesmith_strips(shot)
-    assert (strip.frame_final_start, strip.frame_final_end) == (1, 9)
+    assert compat.strip_span(strip) == (1, 9)
     assert runtime.tick() is None  # the timer stops once nothing runs
 
 
@@ -211,6 +212,6 @@ def test_keys_from_selected_image_strips(shot: Any, tmp_path: Path) -> None:
     (strip,) = framesmith_strips(shot)
     request = from_json(strip[REQUEST_KEY])
     assert request.keyframes == (2, 7) and (request.width, request.height) == (40, 30)
-    assert strip.channel == 2 and (strip.frame_final_start, strip.frame_final_end) == (1, 9)
+    assert strip.channel == 2 and compat.strip_span(strip) == (1, 9)
     folder = Path(bpy.path.abspath(strip.directory))
     assert pixels(folder / "0007.png") == pixels(drawings / "pose_7.png")

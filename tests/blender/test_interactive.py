@@ -18,6 +18,7 @@ from typing import Any
 import bpy
 import pytest
 
+import compat
 from client.http import BackendClient
 from tests.blender.invoking import ESC, MOUSEMOVE, TIMER, Invoked, Invoker
 
@@ -83,7 +84,7 @@ def test_invoke_renders_a_key_per_tick_then_imports(
     assert run_modal(op) == {"FINISHED"}
     assert job.state == "DONE" and not runtime.watching(job.take)
     (strip,) = framesmith_strips(shot)
-    assert (strip.frame_final_start, strip.frame_final_end) == (1, 9)
+    assert compat.strip_span(strip) == (1, 9)
 
 
 def test_invoke_stylize_renders_every_pass_of_one_frame_per_tick(
@@ -175,7 +176,7 @@ def test_reopened_file_follows_its_unfinished_job_and_imports_it(
     pump(runtime, lambda: not runtime.watching(take))
     assert job.state == "DONE"
     (strip,) = framesmith_strips(scene)
-    assert (strip.frame_final_start, strip.frame_final_end) == (1, 9)
+    assert compat.strip_span(strip) == (1, 9)
     assert strip["framesmith_job"] == job_id
 
 
@@ -204,7 +205,7 @@ def test_grease_pencil_drawn_frames_are_the_keys(
     shot: Any, runtime: ModuleType, invoker: Invoker
 ) -> None:
     """Keys from the active Grease Pencil object: its drawn frames and its own keyframes."""
-    gp = bpy.data.grease_pencils_v3.new("Drawing")
+    gp = compat.grease_pencils().new("Drawing")
     layer = gp.layers.new("Ink")
     for frame in (1, 5, 9):  # 9 is past the shot's end (8)
         layer.frames.new(frame)

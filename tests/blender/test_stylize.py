@@ -8,6 +8,7 @@ from typing import Any
 
 import bpy
 
+import compat
 from client.request import StylizeRequest, from_json
 
 REQUEST_KEY = "framesmith_request"
@@ -31,7 +32,7 @@ def test_stylize_lands_frame_for_frame(shot: Any, prefs: Any, tiny_backend: dict
 
     (strip,) = [s for s in shot.sequence_editor.strips_all if REQUEST_KEY in s]
     assert strip.type == "IMAGE" and strip.channel == 1
-    assert (strip.frame_final_start, strip.frame_final_end) == (1, 7)
+    assert compat.strip_span(strip) == (1, 7)
     folder = Path(bpy.path.abspath(strip.directory))
     assert [e.filename for e in strip.elements] == [f"{f:04d}.png" for f in range(1, 7)]
     assert all((folder / e.filename).is_file() for e in strip.elements)

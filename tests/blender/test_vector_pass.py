@@ -82,10 +82,9 @@ def render_moving_square(folder: Path) -> None:
     layers = tree.nodes.new("CompositorNodeRLayers")
     layers.scene = scene
     layers.layer = view_layer.name
-    output = compat.file_output_node(tree, str(folder) + "/", ["vector", "depth"])
-    for index, socket in enumerate(("Vector", "Depth")):
-        compat.set_slot_format(output, index, "OPEN_EXR")
-        tree.links.new(layers.outputs[socket], output.inputs[index])
+    for name, socket in (("vector", "Vector"), ("depth", "Depth")):
+        _, node_input = compat.file_output(tree, f"{folder}/{name}/", "OPEN_EXR")
+        tree.links.new(layers.outputs[socket], node_input)
     for frame in PLACES:
         scene.frame_set(frame)
         bpy.ops.render.render(scene=scene.name)
