@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, StringProperty
 
 from .client.backend import BackendConfig, BackendMode, default_python, is_loopback
 
@@ -47,6 +47,13 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
         " Empty: a folder in Blender's extension data",
         subtype="DIR_PATH",
     )
+    background_render: BoolProperty(
+        name="Render in a Background Process",
+        description="Interactive takes render their frames in a background Blender process on a"
+        " saved copy of the scene, so Blender stays responsive. Off: one frame per timer tick"
+        " in this Blender (it freezes while each frame renders)",
+        default=True,
+    )
     data_dir: StringProperty(
         name="Data Folder",
         description="Where the local backend keeps its jobs and logs."
@@ -76,6 +83,7 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
                     text="Allow Online Access (Preferences > System) to reach this URL",
                     icon="ERROR",
                 )
+        layout.prop(self, "background_render")
         row = layout.row(align=True)
         row.operator("framesmith.backend_check", icon="CHECKMARK")
         if self.backend_mode == "LOCAL":

@@ -21,6 +21,7 @@ from ..client.request import Request, RequestError
 from ..properties import find_job
 from . import runtime
 from .render import FrameRenders, RenderBatch
+from .render_process import ProcessRenders
 
 WAIT_ITEMS = (
     ("AUTO", "Auto", "Wait for the result only in background mode (blender -b, scripts)"),
@@ -105,7 +106,12 @@ class JobPlan:
     given: dict[tuple[str, int], Path] = field(default_factory=dict)
 
 
-def _begin(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan):
+def _begin(
+    op: bpy.types.Operator,
+    scene: bpy.types.Scene,
+    plan: JobPlan,
+    renderer: type[FrameRenders] = FrameRenders,
+):
     if plan.warning:
         op.report({"WARNING"}, plan.warning)
     take = new_take()
@@ -120,7 +126,7 @@ def _begin(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan):
         plan.request.to_json(),
     )
     batches = tuple(b for b in plan.renders if b.frames)
-    renders = FrameRenders(batches, folder) if batches else None
+    renders = renderer(batches, folder) if batches else None
     return entry, folder, renders
 
 
@@ -128,7 +134,8 @@ def start(op: bpy.types.Operator, scene: bpy.types.Scene, plan: JobPlan) -> str:
     """Start the job without waiting for anything: the runner thread connects, creates the job
     and uploads each input as it comes; the renders are done one frame per `runtime.advance()`.
     Returns the take."""
-    entry, folder, renders = _begin(op, scene, plan)
+    in_process = not preferences.get(bpy.context).background_render
+    entry, folder, renders = _begin(op, scene, plan, FrameRenders if in_process else ProcessRenders)
     expected = len(plan.given) + (renders.files_expected if renders else 0)
     feed = InputFeed(expected)
     for (pass_name, frame), path in sorted(plan.given.items()):

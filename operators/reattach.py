@@ -9,6 +9,7 @@ started for this: with none running, the takes stay listed as not watched, for r
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import bpy
@@ -59,6 +60,8 @@ def _detach_listed(reason: str) -> None:
 
 @bpy.app.handlers.persistent
 def _on_load_post(*_args: object) -> None:
+    if os.environ.get("FRAMESMITH_RENDER_CHILD"):  # a take's render process: it only renders
+        return
     reattach_all(bpy.context)
 
 

@@ -8,7 +8,7 @@ user between two frames.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,11 +50,25 @@ def _png_output(scene: bpy.types.Scene) -> Iterator[None]:
         scene.frame_set(frame)
 
 
-def render_stills(scene: bpy.types.Scene, frames: Iterable[int], folder: Path) -> dict[int, Path]:
+# Called after each rendered frame with that frame's files, (input pass, frame) → file.
+OnFrame = Callable[[dict[tuple[str, int], Path]], None]
+
+
+def render_stills(
+    scene: bpy.types.Scene,
+    frames: Iterable[int],
+    folder: Path,
+    on_frame: Callable[[int, Path], None] | None = None,
+) -> dict[int, Path]:
     """Render each frame to folder/<frame>.png; frame → file."""
     folder.mkdir(parents=True, exist_ok=True)
+    done: dict[int, Path] = {}
     with _png_output(scene):
-        return {frame: _still(scene, frame, folder) for frame in frames}
+        for frame in frames:
+            done[frame] = _still(scene, frame, folder)
+            if on_frame is not None:
+                on_frame(frame, done[frame])
+    return done
 
 
 def _still(scene: bpy.types.Scene, frame: int, folder: Path) -> Path:
@@ -189,6 +203,7 @@ def render_passes(
     passes: list[str],
     folder: Path,
     guide: bool = False,
+    on_frame: OnFrame | None = None,
 ) -> dict[tuple[str, int], Path]:
     """Render each frame once, writing every asked pass (`guide`: with the cheap guide
     settings); (pass, frame) → file."""
@@ -196,7 +211,10 @@ def render_passes(
     done: dict[tuple[str, int], Path] = {}
     with _guide_settings(scene) if guide else nullcontext(), _pass_output(scene, passes, folder):
         for frame in frames:
-            done.update(_passes(scene, frame, passes, folder))
+            files = _passes(scene, frame, passes, folder)
+            done.update(files)
+            if on_frame is not None:
+                on_frame(files)
     return done
 
 
@@ -250,14 +268,29 @@ class RenderBatch:
         return len(self.passes) or 1
 
     def render(
-        self, scene: bpy.types.Scene, frames: Iterable[int], folder: Path
+        self,
+        scene: bpy.types.Scene,
+        frames: Iterable[int],
+        folder: Path,
+        on_frame: OnFrame | None = None,
     ) -> dict[tuple[str, int], Path]:
-        """Render `frames` (of this batch) into folder/subdir; (input pass, frame) → file."""
+        """Render `frames` (of this batch) into folder/subdir; (input pass, frame) → file.
+        `on_frame` hears each frame's files as soon as they are written."""
         where = folder / self.subdir
         if self.passes:
-            return render_passes(scene, frames, list(self.passes), where, self.guide)
-        stills = render_stills(scene, frames, where)
+            return render_passes(scene, frames, list(self.passes), where, self.guide, on_frame)
+        still = None if on_frame is None else (lambda f, p: on_frame({(self.still_pass, f): p}))
+        stills = render_stills(scene, frames, where, still)
         return {(self.still_pass, f): p for f, p in stills.items()}
+
+    def to_json(self) -> dict:
+        return {"frames": list(self.frames), "subdir": self.subdir, "passes": list(self.passes),
+                "still_pass": self.still_pass, "guide": self.guide}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict) -> RenderBatch:
+        return cls(tuple(int(f) for f in data["frames"]), str(data["subdir"]),
+                   tuple(data["passes"]), str(data["still_pass"]), bool(data["guide"]))  # fmt: skip
 
 
 def scene_gives_vectors(scene: bpy.types.Scene) -> bool:

@@ -57,13 +57,16 @@ _models = ModelChoices()  # from the last backend check; never fetched while dra
 
 
 def model_choices() -> ModelChoices:
-    return _models
+    from .. import model_menus  # the last listing, kept across restarts
+
+    return model_menus.listing().choices
 
 
 def remember_models(choices: ModelChoices) -> None:
-    """Called from a backend call's thread: one reference swap, read by the main thread."""
-    global _models
-    _models = choices
+    """Called from a backend call's thread: swaps the listing in and writes its file (no bpy)."""
+    from .. import model_menus
+
+    model_menus.MODELS.remember(choices)
 
 
 def backend_status() -> BackendStatus:
@@ -110,9 +113,17 @@ def cancel(take: str) -> bool:
     watched = _watched.get(take)
     if watched is None:
         return False
-    watched.renders = None
+    _drop_renders(watched)
     watched.runner.cancel()
     return True
+
+
+def _drop_renders(watched: Watched) -> None:
+    """No more renders for this job; a render process still running is ended."""
+    renders, watched.renders = watched.renders, None
+    stop = getattr(renders, "stop", None)
+    if stop is not None:
+        stop()
 
 
 def advance(take: str, render: bool = True) -> None:
@@ -122,7 +133,7 @@ def advance(take: str, render: bool = True) -> None:
     if watched is None:
         return
     scene = bpy.data.scenes.get(watched.scene_name)
-    if render and watched.renders is not None and scene is not None:
+    if render and watched.renders is not None and scene is not None and _ready(watched.runner):
         _render_step(watched, scene)
     while True:
         try:
@@ -132,8 +143,16 @@ def advance(take: str, render: bool = True) -> None:
         if scene is not None:
             apply(scene, message)
         if isinstance(message, FINAL):
+            _drop_renders(watched)
             _watched.pop(take, None)
             return
+
+
+def _ready(job_runner: JobRunner) -> bool:
+    """Renders start once the runner checked the backend (API version, models): a take the
+    backend cannot run fails before its first frame is rendered."""
+    ready = getattr(job_runner, "ready", None)
+    return ready is None or ready.is_set()
 
 
 def _render_step(watched: Watched, scene: bpy.types.Scene) -> None:
@@ -143,7 +162,7 @@ def _render_step(watched: Watched, scene: bpy.types.Scene) -> None:
     try:
         files = renders.step(scene)
     except (RuntimeError, OSError) as exc:
-        watched.renders = None
+        _drop_renders(watched)
         watched.runner.abort(f"rendering frame {renders.current_frame} failed: {exc}")
         return
     for (pass_name, frame), path in sorted(files.items()):
@@ -153,7 +172,7 @@ def _render_step(watched: Watched, scene: bpy.types.Scene) -> None:
         entry.stage = f"rendering {renders.done}/{renders.total}"
         entry.progress = renders.done / renders.total
     if renders.finished:
-        watched.renders = None
+        _drop_renders(watched)
         feed.close()
 
 
@@ -270,6 +289,7 @@ def add_job(
 def detach_all() -> None:
     """Stop watching every job (they keep running on the backend; re-import fetches them)."""
     for take, watched in list(_watched.items()):
+        _drop_renders(watched)
         watched.runner.detach()
         scene = bpy.data.scenes.get(watched.scene_name)
         entry = properties.find_job(scene.framesmith, take) if scene else None

@@ -116,8 +116,18 @@ def prefs(addon: ModuleType, backend: dict[str, Any]) -> Iterator[Any]:
     p.data_dir = str(backend["data"])
     p.models_dir = str(backend["models"])
     p.device = "cpu"
+    p.background_render = True
     yield p
     p.backend_mode = "LOCAL"
+    p.background_render = True
+
+
+@pytest.fixture
+def in_process_renders(prefs: Any) -> Any:
+    """Interactive takes render one frame per tick in this Blender (the preference's fallback)
+    instead of in a background render process."""
+    prefs.background_render = False
+    return prefs
 
 
 @pytest.fixture

@@ -203,6 +203,7 @@ def exr_names(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
+@pytest.mark.usefixtures("in_process_renders")
 def test_interactive_render_assisted_renders_one_frame_per_tick(
     shot: Any, runtime: ModuleType, invoker: Invoker
 ) -> None:

@@ -60,6 +60,7 @@ def pump(runtime: ModuleType, done: Callable[[], bool], timeout: float = 60.0) -
         time.sleep(0.02)  # the worker thread's HTTP round trips, with a deadline
 
 
+@pytest.mark.usefixtures("in_process_renders")
 def test_invoke_renders_a_key_per_tick_then_imports(
     shot: Any, runtime: ModuleType, invoker: Invoker
 ) -> None:
@@ -87,6 +88,7 @@ def test_invoke_renders_a_key_per_tick_then_imports(
     assert compat.strip_span(strip) == (1, 9)
 
 
+@pytest.mark.usefixtures("in_process_renders")
 def test_invoke_stylize_renders_every_pass_of_one_frame_per_tick(
     shot: Any, runtime: ModuleType, invoker: Invoker
 ) -> None:
@@ -115,6 +117,7 @@ def test_invoke_stylize_renders_every_pass_of_one_frame_per_tick(
     assert job.state in ("CANCELED", "FAILED")  # FAILED: this backend has no stylize models
 
 
+@pytest.mark.usefixtures("in_process_renders")
 def test_esc_cancels_the_job_and_stops_rendering(
     shot: Any, runtime: ModuleType, invoker: Invoker, backend: dict[str, Any]
 ) -> None:
@@ -133,6 +136,7 @@ def test_esc_cancels_the_job_and_stops_rendering(
     assert BackendClient(backend["connection"]).job(job.job_id)["state"] == "canceled"
 
 
+@pytest.mark.usefixtures("in_process_renders")
 def test_a_failed_render_fails_the_take_and_cancels_the_backend_job(
     shot: Any, runtime: ModuleType, invoker: Invoker, backend: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -156,7 +160,9 @@ def test_reopened_file_follows_its_unfinished_job_and_imports_it(
     shot.framesmith.inbetween_method = "CROSSFADE"
     assert bpy.ops.framesmith.inbetween(wait="RETURN") == {"FINISHED"}
     (job,) = shot.framesmith.jobs
-    pump(runtime, lambda: bool(job.job_id) and len(files(Path(job.folder) / "keys")) == 3)
+    pump(
+        runtime, lambda: bool(job.job_id) and not runtime.rendering(job.take)
+    )  # inputs handed over
     take, job_id = job.take, job.job_id
     # The job finishes on the backend while Blender is not looking (the timer is not pumped).
     client = BackendClient(backend["connection"])
