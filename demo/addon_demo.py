@@ -62,6 +62,14 @@ def run_operator(name: str) -> dict:
             "job_id": job.job_id, "request": json.loads(job.request)}  # fmt: skip
 
 
+def saved_strips(path: Path) -> list[str]:
+    """The Framesmith strips in the saved file, read back from disk."""
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    editor = bpy.context.scene.sequence_editor
+    strips = editor.strips_all if editor is not None else ()
+    return sorted(s.name for s in strips if "framesmith_request" in s)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--shot", type=Path, required=True)
@@ -96,7 +104,12 @@ def main(argv: list[str]) -> int:
     settings.controlnet_lineart.enabled = True
     results["stylize"] = run_operator("stylize")
 
-    bpy.ops.wm.save_as_mainfile(filepath=str(args.out / "framesmith_demo.blend"))
+    saved = args.out / "framesmith_demo.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(saved))
+    results["strips_in_saved_blend"] = saved_strips(saved)
+    results["blender"] = bpy.app.version_string
+    if len(results["strips_in_saved_blend"]) != 3:
+        raise SystemExit(f"{saved} holds {results['strips_in_saved_blend']}, not three strips")
     bpy.ops.framesmith.backend_stop()
     (args.out / "addon_results.json").write_text(json.dumps(results, indent=2))
     import addon_utils

@@ -19,6 +19,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 BLENDER_PY = ROOT / ".venv-blender" / "bin" / "python"
+BLENDER5_PY = ROOT / ".venv-blender5" / "bin" / "python"  # made by `make setup` where it can
 KEY_EVERY = 3
 
 
@@ -62,6 +63,14 @@ def frames_in(folder: Path) -> dict[int, Path]:
     return out
 
 
+def addon_demo(python: Path, shot: Path, out: Path, models: Path) -> dict:
+    """Run demo/addon_demo.py with one Blender environment; its results (three strips checked)."""
+    out.mkdir(parents=True, exist_ok=True)
+    run([str(python), "demo/addon_demo.py", "--shot", str(shot), "--out", str(out),
+         "--models", str(models), "--key-every", str(KEY_EVERY)])  # fmt: skip
+    return json.loads((out / "addon_results.json").read_text())
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=ROOT / "demo-output")
@@ -75,9 +84,12 @@ def main() -> int:
 
     models = out / "models"
     run([sys.executable, "-m", "backend", "make-tiny-models", str(models)])
-    run([str(BLENDER_PY), "demo/addon_demo.py", "--shot", str(out / "shot.blend"), "--out",
-         str(out), "--models", str(models), "--key-every", str(KEY_EVERY)])  # fmt: skip
-    results = json.loads((out / "addon_results.json").read_text())
+    results = addon_demo(BLENDER_PY, out / "shot.blend", out, models)
+    also = []
+    if BLENDER5_PY.is_file():  # the same operators on Blender 5.x, results in a folder of its own
+        five = addon_demo(BLENDER5_PY, out / "shot.blend", out / "blender-5", models)
+        also.append(f"{five['blender']}: {len(five['strips_in_saved_blend'])} strips in"
+                    f" {out / 'blender-5' / 'framesmith_demo.blend'}")  # fmt: skip
     keys = results["keys"]
     takes = {name: frames_in(Path(results[name]["folder"]))
              for name in ("inbetween", "crossfade", "stylize")}  # fmt: skip
@@ -118,6 +130,8 @@ def main() -> int:
         f" dB, cross-fade {scores['crossfade']:.2f} dB.\n"
         f"Results in {out}: framesmith_demo.blend (strips: in-between, cross-fade take above it,"
         " stylize), the image sequences under framesmith/, render/ (truth), contact_sheet.png.\n"
+        f"Blender versions driven: {results['blender']}: {len(results['strips_in_saved_blend'])}"
+        f" strips in the saved .blend{''.join('; ' + a for a in also)}.\n"
     )
     (out / "SUMMARY.txt").write_text(summary)
     print(summary)
