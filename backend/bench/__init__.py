@@ -11,6 +11,7 @@ import importlib
 BENCHMARKS = {
     "stylize": "ControlNet video diffusion: service overhead, real-size speed, temporal consistency",
     "inbetween": "keyframe in-betweening: quality on rendered shots and 1080p speed",
+    "ui": "the add-on's longest main-thread stall while an interactive take renders",
 }
 
 
