@@ -46,8 +46,10 @@ def all_strips(editor: Any) -> Any:
 
 
 def new_image_strip(editor: Any, name: str, first_file: str, channel: int, frame_start: int) -> Any:
+    """An image strip scaled to fit the scene's frame (results may come back at the engine's
+    working size, not the render's)."""
     return top_level_strips(editor).new_image(
-        name=name, filepath=first_file, channel=channel, frame_start=frame_start
+        name=name, filepath=first_file, channel=channel, frame_start=frame_start, fit_method="FIT"
     )
 
 

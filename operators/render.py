@@ -59,11 +59,14 @@ def render_stills(
     frames: Iterable[int],
     folder: Path,
     on_frame: Callable[[int, Path], None] | None = None,
+    look: str = "FINAL",
+    size: Size = None,
 ) -> dict[int, Path]:
-    """Render each frame to folder/<frame>.png; frame → file."""
+    """Render each frame to folder/<frame>.png (`look`: FINAL or VIEWPORT, at `size`);
+    frame → file."""
     folder.mkdir(parents=True, exist_ok=True)
     done: dict[int, Path] = {}
-    with _png_output(scene):
+    with _png_output(scene), _framing(scene, look, size):
         for frame in frames:
             done[frame] = _still(scene, frame, folder)
             if on_frame is not None:
@@ -121,6 +124,32 @@ def _guide_settings(scene: bpy.types.Scene) -> Iterator[None]:
         for name, value in saved.items():
             setattr(cycles, name, value)
         render.engine = saved_engine
+
+
+WORKBENCH = "BLENDER_WORKBENCH"
+
+
+Size = tuple[int, int] | None  # pixels to render at; None: the scene's output size
+
+
+@contextmanager
+def _framing(scene: bpy.types.Scene, look: str, size: Size) -> Iterator[None]:
+    """`look` VIEWPORT: the Workbench look (Render Properties > Workbench shading: the animatic
+    case, a fraction of a second a frame), FINAL: the scene's own engine; `size`: the resolution
+    to render at (the engine's working size). Both put back afterwards."""
+    render = scene.render
+    saved = (render.engine, render.resolution_x, render.resolution_y,
+             render.resolution_percentage)  # fmt: skip
+    try:
+        if look == "VIEWPORT":
+            render.engine = WORKBENCH
+        if size is not None:
+            render.resolution_x, render.resolution_y = size
+            render.resolution_percentage = 100
+        yield
+    finally:
+        (render.engine, render.resolution_x, render.resolution_y,
+         render.resolution_percentage) = saved  # fmt: skip
 
 
 @contextmanager
@@ -204,12 +233,16 @@ def render_passes(
     folder: Path,
     guide: bool = False,
     on_frame: OnFrame | None = None,
+    look: str = "FINAL",
+    size: Size = None,
 ) -> dict[tuple[str, int], Path]:
     """Render each frame once, writing every asked pass (`guide`: with the cheap guide
-    settings); (pass, frame) → file."""
+    settings, else in the `look`; at `size`); (pass, frame) → file."""
     folder.mkdir(parents=True, exist_ok=True)
     done: dict[tuple[str, int], Path] = {}
-    with _guide_settings(scene) if guide else nullcontext(), _pass_output(scene, passes, folder):
+    framing = _framing(scene, "FINAL" if guide else look, size)
+    guiding = _guide_settings(scene) if guide else nullcontext()
+    with framing, guiding, _pass_output(scene, passes, folder):
         for frame in frames:
             files = _passes(scene, frame, passes, folder)
             done.update(files)
@@ -254,13 +287,17 @@ def pass_file(folder: Path, frame: int, name: str) -> Path:
 class RenderBatch:
     """Frames to render into one sub-folder of the take: beauty stills, uploaded as input
     `still_pass` (keys), or else the listed passes of each frame; `guide`: passes that need no
-    shading (vector, depth), rendered with the cheap guide settings."""
+    shading (vector, depth), rendered with the cheap guide settings; `look`: FINAL (the scene's
+    engine) or VIEWPORT (Workbench) for shaded renders; `size`: the resolution rendered at
+    (None: the scene's)."""
 
     frames: tuple[int, ...]
     subdir: str
     passes: tuple[str, ...] = ()
     still_pass: str = "keyframe"
     guide: bool = False
+    look: str = "FINAL"
+    size: Size = None
 
     @property
     def per_frame(self) -> int:
@@ -278,19 +315,25 @@ class RenderBatch:
         `on_frame` hears each frame's files as soon as they are written."""
         where = folder / self.subdir
         if self.passes:
-            return render_passes(scene, frames, list(self.passes), where, self.guide, on_frame)
+            passes = list(self.passes)
+            return render_passes(
+                scene, frames, passes, where, self.guide, on_frame, self.look, self.size
+            )
         still = None if on_frame is None else (lambda f, p: on_frame({(self.still_pass, f): p}))
-        stills = render_stills(scene, frames, where, still)
+        stills = render_stills(scene, frames, where, still, self.look, self.size)
         return {(self.still_pass, f): p for f, p in stills.items()}
 
     def to_json(self) -> dict:
         return {"frames": list(self.frames), "subdir": self.subdir, "passes": list(self.passes),
-                "still_pass": self.still_pass, "guide": self.guide}  # fmt: skip
+                "still_pass": self.still_pass, "guide": self.guide, "look": self.look,
+                "size": list(self.size) if self.size else None}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict) -> RenderBatch:
         return cls(tuple(int(f) for f in data["frames"]), str(data["subdir"]),
-                   tuple(data["passes"]), str(data["still_pass"]), bool(data["guide"]))  # fmt: skip
+                   tuple(data["passes"]), str(data["still_pass"]), bool(data["guide"]),
+                   str(data.get("look", "FINAL")),
+                   tuple(data["size"]) if data.get("size") else None)  # fmt: skip
 
 
 def scene_gives_vectors(scene: bpy.types.Scene) -> bool:
@@ -300,18 +343,31 @@ def scene_gives_vectors(scene: bpy.types.Scene) -> bool:
 
 
 def shot_batches(
-    scene: bpy.types.Scene, frames: tuple[int, ...], passes: tuple[str, ...]
+    scene: bpy.types.Scene,
+    frames: tuple[int, ...],
+    passes: tuple[str, ...],
+    look: str = "FINAL",
+    size: Size = None,
 ) -> tuple[RenderBatch, ...]:
     """The renders that give `passes` of every frame: one render per frame where the scene's own
     render gives the Vector pass too; otherwise the shaded passes in the scene's render (its
     motion blur kept) and Vector with Depth (exact, and matching each other for occlusion) in a
-    second, cheap Cycles guide render."""
+    second, cheap Cycles guide render. VIEWPORT: the beauty in the Workbench look, every data
+    pass (depth, normal, vector, line art) from the cheap Cycles guide render."""
+    if look == "VIEWPORT":
+        data = tuple(p for p in passes if p != "beauty")
+        batches = []
+        if "beauty" in passes:
+            batches.append(RenderBatch(frames, "passes", ("beauty",), look=look, size=size))
+        if data:
+            batches.append(RenderBatch(frames, "guides", data, guide=True, size=size))
+        return tuple(batches)
     if "vector" not in passes or scene_gives_vectors(scene):
-        return (RenderBatch(frames, "passes", passes),)
+        return (RenderBatch(frames, "passes", passes, size=size),)
     motion = ("vector", "depth") if "depth" in passes else ("vector",)
     shaded = tuple(p for p in passes if p not in motion)
-    batches = [RenderBatch(frames, "passes", shaded)] if shaded else []
-    batches.append(RenderBatch(frames, "motion", motion, guide=True))
+    batches = [RenderBatch(frames, "passes", shaded, size=size)] if shaded else []
+    batches.append(RenderBatch(frames, "motion", motion, guide=True, size=size))
     return tuple(batches)
 
 

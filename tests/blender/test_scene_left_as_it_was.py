@@ -77,3 +77,38 @@ def test_a_pass_file_under_another_padding_is_found_and_renamed(
     assert found == tmp_path / "-0002.exr" and found.read_bytes() == b"x"
     with pytest.raises(RuntimeError, match="did not write the depth pass of frame 7"):
         render.pass_file(tmp_path, 7, "depth")
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_viewport_look_at_a_working_size_renders_workbench_beauty_and_cycles_data(
+    shot: Any, render: ModuleType, tmp_path: Path, renders_seen: list[str]
+) -> None:
+    """VIEWPORT: the beauty through Workbench, every data pass from the Cycles guide render,
+    all at the asked size; the scene's engine and resolution come back."""
+    passes = ("beauty", "depth", "lineart", "vector")
+    batches = render.shot_batches(shot, (1, 2), passes, look="VIEWPORT", size=(96, 72))
+    before = scene_snapshot(shot)
+    files = {}
+    for batch in batches:
+        files.update(batch.render(shot, batch.frames, tmp_path))
+    assert scene_snapshot(shot) == before
+    assert sorted(files) == sorted((p, f) for p in passes for f in (1, 2))
+    assert png_size(files[("beauty", 1)]) == png_size(files[("lineart", 2)]) == (96, 72)
+    assert renders_seen == ["BLENDER_WORKBENCH"] * 2 + ["CYCLES"] * 2
+
+
+@pytest.fixture
+def renders_seen() -> Any:
+    """The engine of each render this Blender runs."""
+    seen: list[str] = []
+
+    def heard(scene: Any, *_: Any) -> None:
+        seen.append(scene.render.engine)
+
+    bpy.app.handlers.render_pre.append(heard)
+    yield seen
+    bpy.app.handlers.render_pre.remove(heard)
