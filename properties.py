@@ -13,7 +13,9 @@ from bpy.props import (
     StringProperty,
 )
 
+from . import model_menus
 from .client.request import ControlNetSetting, Settings
+from .model_menus import model_menu
 
 JOB_STATES = (
     ("PREPARING", "Preparing", "Rendering and collecting the inputs"),
@@ -61,37 +63,6 @@ class FRAMESMITH_PG_job(bpy.types.PropertyGroup):
     strip: StringProperty(name="Strip")
 
 
-# Menus of the models the backend listed at its last check (nothing is fetched while drawing).
-# Each menu writes the chosen name into a plain string property, so the .blend keeps the name,
-# not a position in a list that changes with the models folder.
-DEFAULT_MODEL = "DEFAULT"
-_menu_items: dict[str, list[tuple[str, str, str, int]]] = {}  # Blender needs them kept alive
-
-
-def _model_menu(attr: str, kind: str, default_label: str) -> EnumProperty:
-    def items(self, _context) -> list[tuple[str, str, str, int]]:
-        from .operators import runtime
-
-        names = getattr(runtime.model_choices(), kind)
-        listed = [(DEFAULT_MODEL, default_label, "Let the backend choose", 0)]
-        listed += [(name, name, "", i + 1) for i, name in enumerate(names)]
-        current = getattr(self, attr)
-        if current and current not in names:
-            listed.append((current, f"{current} (not listed)", "", len(listed)))
-        _menu_items[f"{attr}:{self.as_pointer()}"] = listed
-        return listed
-
-    def get(self) -> int:
-        current = getattr(self, attr)
-        return next((n for ident, _, _, n in items(self, None) if ident == current), 0)
-
-    def set(self, value: int) -> None:
-        ident = next((i for i, _, _, n in items(self, None) if n == value), DEFAULT_MODEL)
-        setattr(self, attr, "" if ident == DEFAULT_MODEL else ident)
-
-    return EnumProperty(name=attr.replace("_", " ").title(), items=items, get=get, set=set)
-
-
 class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     # --- stylize
     prompt: StringProperty(name="Prompt", description="What the stylized frames should look like")
@@ -132,9 +103,9 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     )
     lora: StringProperty(name="LoRA", description="LoRA to apply; empty: none")
     lora_weight: FloatProperty(name="LoRA Weight", default=1.0, min=-4.0, max=4.0)
-    checkpoint_menu: _model_menu("checkpoint", "checkpoints", "First Installed")
-    motion_adapter_menu: _model_menu("motion_adapter", "motion_adapters", "First Installed")
-    lora_menu: _model_menu("lora", "loras", "No LoRA")
+    checkpoint_menu: model_menu("checkpoint", "checkpoints", "First Installed")
+    motion_adapter_menu: model_menu("motion_adapter", "motion_adapters", "First Installed")
+    lora_menu: model_menu("lora", "loras", "No LoRA")
     chunk_size: IntProperty(name="Chunk", default=16, min=2, max=64)
     overlap: IntProperty(name="Overlap", default=4, min=0, max=32)
     temporal_fusion: BoolProperty(
@@ -152,6 +123,34 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
         max=1.0,
         subtype="FACTOR",
     )
+    # style reference image (the backend's "reference" pass, read by an IP-Adapter)
+    use_reference: BoolProperty(
+        name="Style Reference",
+        description="Follow the style of a reference image (through an IP-Adapter); the image"
+        " is uploaded once per take and named in the take's request",
+    )
+    reference_image: PointerProperty(
+        type=bpy.types.Image,
+        name="Reference Image",
+        description="The image whose style the frames should take: a file, a packed or a"
+        " painted image (any size)",
+    )
+    ip_adapter_scale: FloatProperty(
+        name="Reference Strength",
+        description="How strongly the reference image steers the style (IP-Adapter scale)",
+        default=0.6,
+        min=0.0,
+        max=2.0,
+    )
+    ip_adapter: StringProperty(
+        name="IP-Adapter", description="IP-Adapter model; empty: the first installed"
+    )
+    image_encoder: StringProperty(
+        name="Image Encoder",
+        description="CLIP image encoder of the IP-Adapter; empty: the first installed",
+    )
+    ip_adapter_menu: model_menu("ip_adapter", "ip_adapters", "First Installed IP-Adapter")
+    image_encoder_menu: model_menu("image_encoder", "image_encoders", "First Installed Encoder")
     controlnet_depth: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Depth")
     controlnet_normal: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Normal")
     controlnet_lineart: PointerProperty(type=FRAMESMITH_PG_controlnet, name="Line Art")
@@ -207,7 +206,7 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     sparsectrl: StringProperty(
         name="SparseCtrl", description="SparseCtrl RGB model; empty: the first installed"
     )
-    sparsectrl_menu: _model_menu("sparsectrl", "sparsectrls", "First Installed")
+    sparsectrl_menu: model_menu("sparsectrl", "sparsectrls", "First Installed")
     key_strength: FloatProperty(
         name="Key Strength",
         description="How strongly the keys steer the generated frames (SparseCtrl scale)",
@@ -265,7 +264,21 @@ def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
         motion_adapter=props.motion_adapter,
         lora=props.lora,
         lora_weight=props.lora_weight,
+        use_reference=props.use_reference,
+        reference_name=reference_name(props.reference_image),
+        ip_adapter_scale=props.ip_adapter_scale,
+        ip_adapter=props.ip_adapter,
+        image_encoder=props.image_encoder,
     )
+
+
+def reference_name(image: bpy.types.Image | None) -> str:
+    """What names the style reference image in the request: its file's name, else the image's
+    name (a generated or painted image); "" when none is chosen. The operator adds the hash of
+    the bytes it uploads."""
+    if image is None:
+        return ""
+    return bpy.path.basename(image.filepath) or image.name
 
 
 def find_job(props: FRAMESMITH_PG_settings, key: str) -> FRAMESMITH_PG_job | None:
@@ -282,6 +295,7 @@ _register, _unregister = bpy.utils.register_classes_factory(classes)
 
 
 def register() -> None:
+    model_menus.register()
     _register()
     bpy.types.Scene.framesmith = PointerProperty(type=FRAMESMITH_PG_settings)
 
@@ -289,3 +303,4 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.framesmith
     _unregister()
+    model_menus.unregister()

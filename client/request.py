@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import itertools
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
@@ -64,6 +65,9 @@ GUIDE_PASSES = ("vector", "depth")
 FUSION_PASSES = ("vector", "depth")
 # Diffusion works in latents 8× smaller than the frame (backend/pipelines/inbetween_diffusion.py).
 DIFFUSION_SIZE_MULTIPLE = 8
+# A style reference image is the input pass "reference" at this frame (backend/pipelines/base.py).
+REFERENCE_PASS, REFERENCE_FRAME = "reference", 0
+MAX_IP_ADAPTER_SCALE = 2.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,14 @@ class Settings:
     motion_adapter: str = ""
     lora: str = ""  # "": no LoRA
     lora_weight: float = 1.0
+    # stylize: a style reference image through an IP-Adapter. The request names the image (file
+    # name, and the SHA-256 of the bytes uploaded: the operator reads the file), never its pixels.
+    use_reference: bool = False
+    reference_name: str = ""
+    reference_sha256: str = ""  # "": not read yet (e.g. a check before anything is rendered)
+    ip_adapter_scale: float = 0.6
+    ip_adapter: str = ""  # "": the backend takes the first installed one
+    image_encoder: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,6 +190,39 @@ class DiffusionOptions:
         if unknown:
             raise RequestError(f"the stored diffusion options have unknown fields: {unknown}")
         return cls(**{k: v for k, v in data.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class StyleReference:
+    """A stylize job's style reference image: which image (by name and content hash), how
+    strongly it steers, through which models. The image goes up as the "reference" pass."""
+
+    name: str = ""  # the image's file name; "" when unknown (a job re-imported by id)
+    sha256: str = ""  # of the bytes uploaded; "" when unknown
+    scale: float = 0.6
+    ip_adapter: str = ""  # "": the backend's choice
+    image_encoder: str = ""
+
+    def params(self) -> dict[str, Any]:
+        """The backend's fields for it (the name and hash stay on the Blender side)."""
+        params: dict[str, Any] = {"style_reference": True, "ip_adapter_scale": self.scale}
+        for key in ("ip_adapter", "image_encoder"):
+            if getattr(self, key):
+                params[key] = getattr(self, key)
+        return params
+
+    @classmethod
+    def from_json(cls, data: Any) -> StyleReference:
+        if not isinstance(data, Mapping):
+            raise RequestError("the stored style reference is not a JSON object")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise RequestError(f"the stored style reference has unknown fields: {unknown}")
+        values = {k: v for k, v in data.items() if v is not None}
+        if "scale" in values:
+            values["scale"] = float(values["scale"])
+        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -260,6 +305,7 @@ class StylizeRequest:
     motion_adapter: str = ""
     lora: str = ""
     lora_weight: float = 1.0
+    reference: StyleReference | None = None
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -284,6 +330,8 @@ class StylizeRequest:
                 params[key] = getattr(self, key)
         if self.lora:
             params["lora"] = {"name": self.lora, "weight": self.lora_weight}
+        if self.reference is not None:
+            params.update(self.reference.params())
         return params
 
     @property
@@ -306,6 +354,8 @@ class StylizeRequest:
             passes[unit.pass_name] = self.frames
         if self.uses_fusion:  # accepted, not required, by the backend: without them no fusion
             passes.update({name: self.frames for name in FUSION_PASSES})
+        if self.reference is not None:  # one image for the whole job, uploaded once
+            passes[REFERENCE_PASS] = (REFERENCE_FRAME,)
         return passes
 
     def job_body(self) -> dict[str, Any]:
@@ -359,6 +409,8 @@ def from_json(text: str) -> Request:
         values["diffusion"] = DiffusionOptions.from_json(values["diffusion"])
     if cls is StylizeRequest:
         values["world_to_camera"] = _matrix(values.get("world_to_camera"))
+        if values.get("reference") is not None:
+            values["reference"] = StyleReference.from_json(values["reference"])
         values["controlnets"] = tuple(
             ControlNetUnit(
                 pass_name=c["pass"],
@@ -400,11 +452,23 @@ def from_job(job: Mapping[str, Any]) -> Request:
     lora = params.pop("lora", None)
     if isinstance(lora, dict):  # the backend's {"name", "weight"}: flat, as the request holds it
         params["lora"], params["lora_weight"] = str(lora.get("name", "")), lora.get("weight", 1.0)
+    reference = _reference_from_params(params)
     params = {k: v for k, v in params.items() if v is not None}  # None: the backend's default
-    data = {"schema": SCHEMA, "kind": kind.value, **common, **params}
+    data = {"schema": SCHEMA, "kind": kind.value, **common, **params, "reference": reference}
     known = {f.name for f in fields(StylizeRequest)} | {"schema", "kind"}
     data["frames"] = list(common["frames"])
     return from_json(json.dumps({k: v for k, v in data.items() if k in known}))
+
+
+def _reference_from_params(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Takes the backend's style reference fields out of `params`: the request's `reference`
+    (without name or hash: the backend does not know them), or None."""
+    used = params.pop("style_reference", False)
+    scale = params.pop("ip_adapter_scale", None)
+    names = {key: params.pop(key, None) or "" for key in ("ip_adapter", "image_encoder")}
+    if not used:
+        return None
+    return {**names, **({} if scale is None else {"scale": scale})}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -538,6 +602,7 @@ def _stylize(
         motion_adapter=settings.motion_adapter.strip(),
         lora=settings.lora.strip(),
         lora_weight=_ui(settings.lora_weight),
+        reference=_style_reference(settings),
     )
     if not request.uses_beauty and not units:
         raise RequestError(
@@ -545,6 +610,31 @@ def _stylize(
             " follows the shot only through ControlNets: enable at least one pass"
         )
     return request
+
+
+def _style_reference(settings: Settings) -> StyleReference | None:
+    if not settings.use_reference:
+        return None
+    name = settings.reference_name.strip()
+    if not name:
+        raise RequestError(
+            "choose a style reference image in the Stylize panel, or turn Style Reference off"
+        )
+    digest = settings.reference_sha256.strip().lower()
+    if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise RequestError(f"the style reference's SHA-256 {digest!r} is not 64 hex digits")
+    if not 0.0 <= settings.ip_adapter_scale <= MAX_IP_ADAPTER_SCALE:
+        raise RequestError(
+            f"the reference strength must be between 0 and {MAX_IP_ADAPTER_SCALE:g}"
+            f" (got {settings.ip_adapter_scale})"
+        )
+    return StyleReference(
+        name=name,
+        sha256=digest,
+        scale=_ui(settings.ip_adapter_scale),
+        ip_adapter=settings.ip_adapter.strip(),
+        image_encoder=settings.image_encoder.strip(),
+    )
 
 
 def _matrix(rows: Any) -> tuple[tuple[float, ...], ...] | None:

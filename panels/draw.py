@@ -58,12 +58,26 @@ def stylize(layout: bpy.types.UILayout, props) -> None:
         sub = row.row(align=True)
         sub.active = unit.enabled
         sub.prop(unit, "weight", text="")
+    style_reference(layout, props)
     models(layout, props)
     frame_range(layout, props)
     if hasattr(bpy.types, "FRAMESMITH_OT_stylize"):
         layout.operator("framesmith.stylize", icon="BRUSH_DATA")
     else:
         layout.label(text="Stylize is not available in this version yet", icon="INFO")
+
+
+def style_reference(layout: bpy.types.UILayout, props) -> None:
+    """The style reference image (uploaded once per take) and its IP-Adapter settings."""
+    box = layout.box()
+    box.prop(props, "use_reference")
+    col = box.column(align=True)
+    col.active = props.use_reference
+    col.template_ID(props, "reference_image", new="image.new", open="image.open")
+    col.prop(props, "ip_adapter_scale")
+    if props.use_reference:
+        col.prop(props, "ip_adapter_menu", text="")
+        col.prop(props, "image_encoder_menu", text="")
 
 
 def models(layout: bpy.types.UILayout, props) -> None:

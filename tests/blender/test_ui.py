@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import bpy
+import pytest
 
 from client.launcher import read_ready
 from tests.blender.support import ADDON
@@ -49,6 +51,13 @@ class Layout:
         assert hasattr(bpy.types, list_type), list_type
         self.shown.append(f"list:{list_type}")
 
+    def template_ID(self, data: Any, name: str, new: str = "", open: str = "", **_kw: object):
+        assert hasattr(data, name), f"{data} has no property {name!r}"
+        for idname in filter(None, (new, open)):
+            category, op = idname.split(".")
+            assert hasattr(getattr(bpy.ops, category), op), idname
+        self.shown.append(f"id:{name}")
+
 
 def test_panels_in_both_sidebars(addon: ModuleType) -> None:
     for space in ("view3d", "sequencer"):
@@ -57,7 +66,20 @@ def test_panels_in_both_sidebars(addon: ModuleType) -> None:
             assert cls.bl_region_type == "UI" and cls.bl_category == "Framesmith"
 
 
-def test_panels_draw_settings_jobs_and_status(shot: Any, addon: ModuleType) -> None:
+@pytest.fixture
+def no_listing(addon: ModuleType, tmp_path: Path) -> Iterator[None]:
+    """No model listing (as before the first check ever): the listing is read from an empty
+    folder, whatever earlier tests checked; the session's own folder is used again after."""
+    models = sys.modules[f"{ADDON}.model_menus"].MODELS
+    folder = models.path.parent if models.path is not None else None
+    models.use_folder(tmp_path / "no-listing")
+    yield
+    models.use_folder(folder)
+
+
+def test_panels_draw_settings_jobs_and_status(
+    shot: Any, addon: ModuleType, no_listing: None
+) -> None:
     draw = sys.modules[f"{ADDON}.panels.draw"]
     props = shot.framesmith
     job = props.jobs.add()
@@ -125,3 +147,17 @@ def test_backend_buttons_start_check_and_stop(prefs: Any, tmp_path: Path) -> Non
     else:
         raise AssertionError("checking a stopped backend must fail")
     assert runtime.backend_status().ok is False
+
+
+def test_stylize_panel_offers_a_style_reference_image(shot: Any, addon: ModuleType) -> None:
+    draw = sys.modules[f"{ADDON}.panels.draw"]
+    props = shot.framesmith
+    shown: list[str] = []
+    draw.stylize(Layout(shown), props)
+    assert {"prop:use_reference", "id:reference_image", "prop:ip_adapter_scale"} <= set(shown)
+    assert "prop:ip_adapter_menu" not in shown  # its models only once it is used
+    props.use_reference = True
+    shown.clear()
+    draw.stylize(Layout(shown), props)
+    assert {"prop:ip_adapter_menu", "prop:image_encoder_menu"} <= set(shown)
+    props.use_reference = False

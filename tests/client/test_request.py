@@ -15,6 +15,7 @@ from client.request import (
     RequestError,
     Settings,
     Shot,
+    StyleReference,
     StylizeRequest,
     build_request,
     from_job,
@@ -294,3 +295,80 @@ def test_temporal_fusion_round_trips_through_the_strip_and_the_job(fusion: bool)
     old = json.loads(request.to_json())
     del old["temporal_fusion"], old["fusion_strength"]
     assert from_json(json.dumps(old)) == replace(request, temporal_fusion=True, fusion_strength=0.5)
+
+
+DIGEST = "ab" * 32
+REFERENCE = replace(
+    STYLE,
+    use_reference=True,
+    reference_name="watercolour.png",
+    reference_sha256=DIGEST,
+    ip_adapter_scale=0.75,
+)
+
+
+def test_a_style_reference_is_uploaded_once_and_named_not_sent_as_pixels() -> None:
+    request = build_request("stylize", REFERENCE, SHOT)
+    assert isinstance(request, StylizeRequest)
+    assert request.reference == StyleReference("watercolour.png", DIGEST, 0.75)
+    assert request.inputs()["reference"] == (0,)  # frame 0, once per job
+    params = request.params()
+    assert params["style_reference"] is True and params["ip_adapter_scale"] == 0.75
+    assert "ip_adapter" not in params and "image_encoder" not in params  # the backend's choice
+    # the name and the hash stay in the stored request: the backend would refuse them
+    assert not {"reference", "name", "sha256"} & set(params)
+    chosen = replace(REFERENCE, ip_adapter="ipa", image_encoder="enc")
+    params = build_request("stylize", chosen, SHOT).params()
+    assert (params["ip_adapter"], params["image_encoder"]) == ("ipa", "enc")
+    # turned off, the image chosen in the settings is neither sent nor named
+    off = build_request("stylize", replace(REFERENCE, use_reference=False), SHOT)
+    assert off.reference is None and "reference" not in off.inputs()
+    assert "style_reference" not in off.params()
+
+
+def test_a_style_reference_round_trips_through_the_strip_and_the_job() -> None:
+    request = build_request("stylize", replace(REFERENCE, ip_adapter="ipa"), SHOT)
+    text = request.to_json()
+    stored = json.loads(text)["reference"]
+    assert stored == {"name": "watercolour.png", "sha256": DIGEST, "scale": 0.75,
+                      "ip_adapter": "ipa", "image_encoder": ""}  # fmt: skip
+    assert from_json(text) == request and from_json(text).to_json() == text
+    # as the backend reports the job: models pinned; it never knew the image's name or hash
+    job = {**request.job_body(), "params": {**request.params(), "image_encoder": "enc"}}
+    again = from_job(job)
+    assert isinstance(again, StylizeRequest)
+    assert again.reference == StyleReference("", "", 0.75, "ipa", "enc")
+    assert again.inputs()["reference"] == (0,)
+    assert from_json(again.to_json()) == again
+    # a job without one, reported with the backend's defaults filled in, has none
+    plain = build_request("stylize", STYLE, SHOT)
+    defaults = {"style_reference": False, "ip_adapter": None, "image_encoder": None,
+                "ip_adapter_scale": 0.6}  # fmt: skip
+    assert from_job({**plain.job_body(), "params": {**plain.params(), **defaults}}) == plain
+    # a request stored before references existed reads as one without
+    old = json.loads(plain.to_json())
+    del old["reference"]
+    assert from_json(json.dumps(old)) == plain
+    with pytest.raises(RequestError, match="unknown fields"):
+        from_json(json.dumps({**json.loads(text), "reference": {"pixels": [1, 2]}}))
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"reference_name": "  "}, "choose a style reference image"),
+        ({"reference_sha256": "not-a-hash"}, "64 hex digits"),
+        ({"ip_adapter_scale": 2.5}, "reference strength must be between 0 and 2"),
+    ],
+)
+def test_a_bad_style_reference_says_what_to_change(changes: dict, words: str) -> None:
+    with pytest.raises(RequestError, match=words):
+        build_request("stylize", replace(REFERENCE, **changes), SHOT)
+
+
+def test_a_style_reference_may_be_checked_before_its_file_is_read() -> None:
+    """The hash is added by the operator once the file is on disk; a check before that (e.g.
+    which models are missing) builds the same job without it."""
+    early = build_request("stylize", replace(REFERENCE, reference_sha256=""), SHOT)
+    assert early.reference is not None and early.reference.sha256 == ""
+    assert early.params() == build_request("stylize", REFERENCE, SHOT).params()

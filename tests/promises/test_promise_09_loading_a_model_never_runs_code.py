@@ -20,7 +20,15 @@ from tests.backend.images import png_bytes
 from tests.backend.server import REPO
 from tests.promises.support import square_keys
 
-SKIP_DIRS = {".venv", ".venv-blender", ".git", "build", "demo-output", "node_modules"}
+SKIP_DIRS = {
+    ".venv",
+    ".venv-blender",
+    ".venv-blender5",
+    ".git",
+    "build",
+    "demo-output",
+    "node_modules",
+}
 
 
 class Payload:
