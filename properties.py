@@ -78,6 +78,31 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
         max=1.0,
         subtype="FACTOR",
     )
+    render_source: EnumProperty(
+        name="Render",
+        description="How the frames (stylize) and the keys (in-between) are rendered",
+        items=(
+            ("FINAL", "Final", "The scene's own engine and settings"),
+            (
+                "VIEWPORT",
+                "Viewport",
+                "The Workbench look (Render Properties > Workbench"
+                " shading): a fraction of a second a frame, for animatics and blocking; data"
+                " passes come from a cheap Cycles render",
+            ),
+        ),
+        default="FINAL",
+    )
+    working_size: IntProperty(
+        name="Working Size",
+        description="Short side in pixels the shot is rendered, sent and stylized at; the strip"
+        " is scaled to fill the frame. 0: the engine's own size (512 for SD1.5 / AnimateDiff)",
+        default=0,
+        min=0,
+        soft_min=256,
+        soft_max=1536,
+        subtype="PIXEL",
+    )
     stylize_mode: EnumProperty(
         name="Mode",
         items=(

@@ -90,7 +90,8 @@ def planned_renders(
     in-betweening, the cheap guide passes of every frame the backend chains the motion through."""
     batches = []
     if rendered_keys:
-        batches.append(render.RenderBatch(request.keyframes, "keys"))
+        look = scene.framesmith.render_source
+        batches.append(render.RenderBatch(request.keyframes, "keys", look=look))
     if request.method == InbetweenMethod.RENDER:
         size = render.output_size(scene)
         if size != (request.width, request.height):

@@ -53,7 +53,6 @@ class _Call:
 _watched: dict[str, Watched] = {}
 _calls: list[_Call] = []
 _status = BackendStatus()
-_models = ModelChoices()  # from the last backend check; never fetched while drawing
 
 
 def model_choices() -> ModelChoices:

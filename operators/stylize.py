@@ -22,6 +22,7 @@ from ..client.request import (
     StylizeRequest,
     build_request,
 )
+from ..client.sizing import DEFAULT_SHORT_SIDE, SizeError, working_size
 from ..properties import to_settings
 from . import common, modal, render
 
@@ -55,7 +56,7 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
                 (scene.frame_start, scene.frame_end),
                 (props.frame_start, props.frame_end),
             )
-            width, height = render.output_size(scene)
+            width, height = stylize_size(scene)
             shot = Shot(width, height, frame_range.frames, world_to_camera=camera_rotation(scene))
             settings = to_settings(props)
             request = build_request("stylize", settings, shot)
@@ -73,9 +74,25 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
             frame_range,
             warning,
             client,
-            renders=render.shot_batches(scene, request.frames, rendered_passes(request)),
+            renders=render.shot_batches(
+                scene,
+                request.frames,
+                rendered_passes(request),
+                look=props.render_source,
+                size=(request.width, request.height),
+            ),
             given=given,
         )
+
+
+def stylize_size(scene: bpy.types.Scene) -> tuple[int, int]:
+    """The size the shot is rendered, sent and stylized at: the render's aspect with the short
+    side at the engine's working size (the backend's, as last listed, or the user's)."""
+    short_side = scene.framesmith.working_size or DEFAULT_SHORT_SIDE
+    try:
+        return working_size(render.output_size(scene), short_side)
+    except SizeError as exc:
+        raise common.UserError(str(exc)) from None
 
 
 def rendered_passes(request: StylizeRequest) -> tuple[str, ...]:

@@ -32,6 +32,9 @@ def frame_range(layout: bpy.types.UILayout, props) -> None:
 def stylize(layout: bpy.types.UILayout, props) -> None:
     layout.prop(props, "prompt", text="")
     layout.prop(props, "negative_prompt", text="", icon="REMOVE")
+    row = layout.row(align=True)
+    row.prop(props, "render_source", expand=True)
+    layout.prop(props, "working_size")
     col = layout.column(align=True)
     col.prop(props, "stylize_mode")
     col.prop(props, "strength")
@@ -107,6 +110,8 @@ METHOD_HINTS = {
 
 def inbetween(layout: bpy.types.UILayout, props) -> None:
     layout.prop(props, "inbetween_source")
+    if props.inbetween_source != "SELECTED_STRIPS":  # rendered keys
+        layout.row(align=True).prop(props, "render_source", expand=True)
     layout.prop(props, "inbetween_method")
     text, icon = METHOD_HINTS.get(props.inbetween_method, ("", "NONE"))
     if text:

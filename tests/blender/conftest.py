@@ -178,5 +178,22 @@ def shot(prefs: Any, tmp_path: Path) -> Any:
     cube.select_set(True)
 
     scene.framesmith.output_dir = str(tmp_path / "out") + "/"
+    scene.framesmith.working_size = H  # stylize at the render's own size (the engine's: 512)
     scene.framesmith.inbetween_method = "FLOW"
     return scene
+
+
+@pytest.fixture
+def listing_file(addon: ModuleType) -> Iterator[Path]:
+    """The listing's file; whatever this test checks is put back afterwards (the panel test
+    expects no models)."""
+    model_menus = sys.modules[f"{ADDON}.model_menus"]
+    path = model_menus.MODELS.path
+    assert path is not None, "model_menus.register() did not find the user folder"
+    before = path.read_bytes() if path.is_file() else None
+    yield path
+    if before is None:
+        path.unlink(missing_ok=True)
+    else:
+        path.write_bytes(before)
+    model_menus.MODELS.use_folder(path.parent)  # read again on first use

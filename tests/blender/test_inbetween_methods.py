@@ -148,9 +148,8 @@ def test_diffusion_on_the_tiny_models_with_the_chosen_sparsectrl(
     prefs: Any,
     tiny_backend: dict[str, Any],
     runtime: ModuleType,
-    monkeypatch: pytest.MonkeyPatch,
+    listing_file: Path,  # the check below changes the model list; put back afterwards
 ) -> None:
-    monkeypatch.setattr(runtime, "_models", runtime.model_choices())  # the check below changes it
     prefs.data_dir = str(tiny_backend["data"])
     prefs.models_dir = str(tiny_backend["models"])
     assert bpy.ops.framesmith.backend_check() == {"FINISHED"}
@@ -217,6 +216,7 @@ def test_interactive_render_assisted_renders_one_frame_per_tick(
     (job,) = shot.framesmith.jobs
     guides = Path(job.folder) / "guides"
     op = inbetween.last
+    assert runtime.runner(job.take).ready.wait(30)
     for _ in (1, 4):  # the two keys first
         assert op.modal(bpy.context, TIMER) == {"PASS_THROUGH"}
     assert exr_names(guides / "vector") == []

@@ -9,33 +9,15 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import bpy
-import pytest
 
 from client.http import BackendClient
 from client.request import Shot, build_request
 from tests.blender.support import ADDON, REPO_MODULE
-
-
-@pytest.fixture
-def listing_file(addon: ModuleType) -> Iterator[Path]:
-    """The listing's file; whatever this test checks is put back afterwards (the panel test
-    expects no models)."""
-    model_menus = sys.modules[f"{ADDON}.model_menus"]
-    path = model_menus.MODELS.path
-    assert path is not None, "model_menus.register() did not find the user folder"
-    before = path.read_bytes() if path.is_file() else None
-    yield path
-    if before is None:
-        path.unlink(missing_ok=True)
-    else:
-        path.write_bytes(before)
-    model_menus.MODELS.use_folder(path.parent)  # read again on first use
 
 
 def test_model_menus_list_the_backend_models_and_reach_the_job(

@@ -125,21 +125,17 @@ def test_promise_13_addon_never_blocks_the_ui(
     shot.frame_end = 4
     reattach = sys.modules[f"{ADDON}.operators.reattach"]
     timed = Stopwatch()
-    render_ticks: list[float] = []
 
-    # stylize and in-between: invoke, the modal ticks (each renders at most one frame), Esc
+    # stylize and in-between: invoke, modal ticks while the runner's check of the backend hangs
+    # (nothing renders before the backend said it can run the take), Esc
     for name in ("stylize", "inbetween"):
         twin = invoker(name, f"FRAMESMITH_OT_{name}")
         assert timed.invoke(f"{name} invoke", twin) == {"RUNNING_MODAL"}
         op = twin.last
         take = props.jobs[props.active_job].take
-        while runtime.rendering(take):
-            started = time.perf_counter()
-            assert op.modal(bpy.context, TIMER) == {"PASS_THROUGH"}
-            render_ticks.append(time.perf_counter() - started)
-        # every input is rendered and handed over; the runner still waits for the backend
-        assert runtime.watching(take)
-        assert timed(f"{name} modal tick (no render left)", lambda op=op: op.modal(bpy.context, TIMER)) == {"PASS_THROUGH"}  # fmt: skip
+        for tick in range(5):
+            assert timed(f"{name} modal tick {tick}", lambda op=op: op.modal(bpy.context, TIMER)) == {"PASS_THROUGH"}  # fmt: skip
+        assert runtime.watching(take) and runtime.rendering(take)  # still waiting, not rendering
         assert timed(f"{name} Esc", lambda op=op: op.modal(bpy.context, ESC)) == {"CANCELLED"}
 
     # re-import a job by id, follow it modally, cancel it while it is watched
@@ -178,7 +174,5 @@ def test_promise_13_addon_never_blocks_the_ui(
 
     print(f"\nPromise 13, against a backend that answers after {STALL:.0f} s:")
     print(timed.report())
-    print(f"{'modal ticks that render one frame':<40} {len(render_ticks)} ticks, max "
-          f"{max(render_ticks) * 1000:.1f} ms (Blender's render of one 64x48 frame)")  # fmt: skip
     slow = {name: s for name, s in timed.figures.items() if s >= LIMIT}
     assert not slow, f"these paths kept Blender waiting:\n{timed.report()}"

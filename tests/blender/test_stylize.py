@@ -160,3 +160,38 @@ def test_reference_files_as_they_go_up(shot: Any, addon: ModuleType, tmp_path: P
         stylize.reference_file(None, folder)
     for image in (painted, on_disk, jpeg, hdr, missing):
         bpy.data.images.remove(image)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_stylize_renders_and_sends_at_the_working_size_and_the_strip_fills_the_frame(
+    shot: Any, prefs: Any, tiny_backend: dict
+) -> None:
+    """A 64×48 render stylized at a 24 px working size: every pass is rendered and sent at
+    32×24, the request says so, the results come back at it and the strip is scaled to fill
+    the 64×48 frame; the scene's resolution is untouched. The Viewport look renders the beauty
+    with Workbench."""
+    prefs.data_dir = str(tiny_backend["data"])
+    prefs.models_dir = str(tiny_backend["models"])
+    props = shot.framesmith
+    props.prompt, props.steps, props.strength = "ink", 1, 1.0
+    props.working_size = 24
+    props.render_source = "VIEWPORT"
+    props.controlnet_lineart.enabled = True
+    shot.frame_end = 3
+
+    assert bpy.ops.framesmith.stylize() == {"FINISHED"}
+
+    (strip,) = [s for s in shot.sequence_editor.strips_all if REQUEST_KEY in s]
+    request = from_json(strip[REQUEST_KEY])
+    assert (request.width, request.height) == (32, 24)
+    folder = Path(bpy.path.abspath(strip.directory))
+    assert png_size(folder / "passes" / "beauty" / "0002.png") == (32, 24)
+    assert png_size(folder / "guides" / "lineart" / "0002.png") == (32, 24)
+    assert png_size(folder / strip.elements[0].filename) == (32, 24)
+    assert (strip.transform.scale_x, strip.transform.scale_y) == (2.0, 2.0)
+    assert (shot.render.resolution_x, shot.render.resolution_y) == (64, 48)
+    assert shot.render.engine == "CYCLES"
