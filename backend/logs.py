@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -11,8 +12,9 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup(data_dir: Path, level: int = logging.INFO) -> Path:
     log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = log_dir / "backend.log"
+    _private(log_dir, path)
     root = logging.getLogger("framesmith")
     root.setLevel(level)
     root.propagate = False
@@ -27,3 +29,12 @@ def setup(data_dir: Path, level: int = logging.INFO) -> Path:
     stream.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(stream)
     return path
+
+
+def _private(log_dir: Path, path: Path) -> None:
+    """The log names jobs and prompts: owner-only, created so (not chmod-ed after the fact), and
+    tightened where an older version left it readable. Rotated files keep the mode by rename."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    for p in (log_dir, *log_dir.glob(path.name + "*")):
+        if p.stat().st_mode & 0o077 and p.stat().st_uid == os.getuid():
+            os.chmod(p, 0o700 if p.is_dir() else 0o600)

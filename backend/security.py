@@ -25,6 +25,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+# A body that is no image is refused once it passes this many bytes. Not at its first chunk: a
+# body over the upload limit is refused as such (413), and that limit may be as low as 1 MiB.
+SNIFF_GRACE_BYTES = 1024 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
 
 
@@ -85,6 +88,13 @@ class BodyTooLarge(HTTPException):
         )
 
 
+class NotAnImage(HTTPException):
+    """An upload whose first bytes are no PNG or OpenEXR: refused before the rest is received."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(400, detail, headers={"connection": "close"})
+
+
 class Gate:
     def __init__(self, app: ASGIApp, config: GateConfig) -> None:
         self.app = app
@@ -113,7 +123,10 @@ class Gate:
                 await _send_json(send_logged, status, detail, extra)
                 return
             limit = self.config.body_limit(scope["method"], scope["path"])
-            await self.app(scope, _bounded(receive, limit), send_logged)
+            bounded = _bounded(receive, limit)
+            if limit == self.config.max_upload_bytes and scope["method"] == "PUT":
+                bounded = _image_sniffing(bounded, scope["path"])
+            await self.app(scope, bounded, send_logged)
         finally:
             log.info(
                 "%s %s %s %d %.1fms",
@@ -194,6 +207,47 @@ def _bounded(receive: Receive, limit: int) -> Receive:
         return message
 
     return wrapped
+
+
+def _image_sniffing(receive: Receive, path: str) -> Receive:
+    """Check an upload's magic bytes as its first bytes arrive: a body that cannot be a PNG or
+    OpenEXR is refused once it passes SNIFF_GRACE_BYTES, not after hundreds of MB are buffered.
+    A shorter one is left to the route, whose probe refuses it in the same words."""
+    head = b""
+    received = 0
+    verdict: bool | None = None
+
+    async def wrapped() -> Message:
+        nonlocal head, received, verdict
+        message = await receive()
+        if verdict is True or message["type"] != "http.request":
+            return message
+        body = message.get("body", b"")
+        received += len(body)
+        if verdict is None:
+            head += body[: 8 - len(head)]
+            from .vision.imageio import image_start  # numpy and OpenCV: not before an upload
+
+            verdict = image_start(head)
+        if verdict is False and received > SNIFF_GRACE_BYTES:
+            raise NotAnImage(_not_an_image_detail(path, head))
+        return message
+
+    return wrapped
+
+
+def _not_an_image_detail(path: str, head: bytes) -> str:
+    """The route's wording, "<pass> frame <n>: the <pass> pass is not a PNG or OpenEXR ..."."""
+    from .pipelines.base import Pass
+    from .vision.imageio import label, not_an_image
+
+    parts = path.split("/")  # "", "v1", "jobs", id, "inputs", pass, frame
+    pass_name, frame = (parts[5], parts[6]) if len(parts) == 7 else ("upload", "?")
+    try:
+        what = label(Pass(pass_name))
+    except ValueError:
+        what = "the upload"
+    return f"{pass_name} frame {frame}: {not_an_image(head, what)}"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

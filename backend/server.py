@@ -7,6 +7,7 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import secrets
 import signal
 import socket
@@ -14,11 +15,12 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from . import API_VERSION, __version__, device, logs, pipelines
 from .files import atomic_write
 from .security import Gate, GateConfig, is_loopback
-from .store import JobState, Store
+from .store import DamagedStore, JobState, Store
 from .worker import Worker
 
 log = logging.getLogger("framesmith.server")
@@ -27,6 +29,27 @@ TOKEN_ENV = "FRAMESMITH_TOKEN"
 # Exit status when another backend holds the data folder: the add-on's launcher then connects
 # to that one (client/launcher.py keeps the same number).
 ALREADY_RUNNING_EXIT = 3
+
+
+PRIVATE_UMASK = 0o077
+# Open connections: many idle sockets must neither use up the process's files nor starve the
+# clients that send requests. At most MAX_CONNECTIONS (and half the open-files limit) at once;
+# past that, the longest-waiting connection that has sent no request is closed to make room,
+# and one that has sent no complete request head within HEADER_TIMEOUT_S is closed anyway.
+MAX_CONNECTIONS = 512
+HEADER_TIMEOUT_S = 5.0
+MAX_OPEN_FILES = 65536  # how far the soft open-files limit is raised toward the hard one
+DEFAULT_DECODE_BUDGET_MB = 2048
+
+
+def make_private(path: Path) -> None:
+    """Owner-only access to a folder (0700) or file (0600) made by an older version or by hand."""
+    try:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    except OSError as exc:
+        log.warning("could not make %s private to its owner: %s", path, exc)
 
 
 def default_data_dir() -> Path:
@@ -56,6 +79,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--max-upload-mb", type=int, default=512, help="largest single upload")
     p.add_argument("--max-queue", type=int, default=64, help="queued jobs before 429")
+    p.add_argument(
+        "--decode-budget-mb",
+        type=int,
+        default=DEFAULT_DECODE_BUDGET_MB,
+        help="memory all image decodes in flight may take together; one image may take half"
+        f" (default {DEFAULT_DECODE_BUDGET_MB})",
+    )
     p.add_argument(
         "--idle-exit",
         type=float,
@@ -103,6 +133,63 @@ def hold_data_lock(data_dir: Path) -> object:
     return lock
 
 
+def raise_open_files_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit (a desktop's default 1024 is low for
+    a server); returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-files limit from %d to %d: %s", soft, want, exc)
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def guarded_http_protocol(max_connections: int, header_timeout: float) -> type:
+    """uvicorn's HTTP protocol, plus a cap on open connections and a deadline for the first
+    request head (uvicorn times out idle keep-alive connections, not silent new ones)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # uvicorn without httptools
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
+    silent: dict[Any, None] = {}  # connections with no request yet, oldest first
+
+    class Guarded(Base):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            silent[self] = None
+            self._deadline = self.loop.call_later(header_timeout, self._check_spoke)
+            if len(self.connections) > max_connections:
+                self._make_room()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            silent.pop(self, None)
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _check_spoke(self) -> None:
+            silent.pop(self, None)
+            if self.cycle is None:
+                self._drop()
+
+        def _make_room(self) -> None:
+            for conn in list(silent):
+                silent.pop(conn, None)
+                if conn.cycle is None:
+                    conn._drop()
+                    return
+            self._drop()  # every other connection is busy with a request: refuse this one
+
+        def _drop(self) -> None:
+            silent.pop(self, None)
+            self.connections.discard(self)  # counted free now, before the loop says it closed
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return Guarded
+
+
 def _exit_when_idle(server, store: Store, gate: GateConfig, idle_s: float) -> None:
     stop = threading.Event()
     while not stop.wait(min(idle_s, 5.0)):
@@ -122,8 +209,12 @@ def serve(args: argparse.Namespace) -> int:
 
     from .api import Services, create_app
 
+    # Everything this process creates is private from its first byte: the ready file's temp
+    # copy (the token), the database (prompts), logs, job folders and frames (renders).
+    os.umask(PRIVATE_UMASK)
     data_dir: Path = (args.data or default_data_dir()).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_private(data_dir)
     models_dir: Path = (args.models or data_dir / "models").resolve()
     models_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs.setup(data_dir)
@@ -141,8 +232,18 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     token = token or secrets.token_urlsafe(32)
 
+    if args.decode_budget_mb < 1:
+        print("--decode-budget-mb must be at least 1", file=sys.stderr)
+        return 2
+    from .vision.imageio import set_decode_budget
+
+    set_decode_budget(args.decode_budget_mb * 1024 * 1024)
     _lock = hold_data_lock(data_dir)
-    store = Store(data_dir)
+    try:
+        store = Store(data_dir)
+    except DamagedStore as exc:
+        print(f"cannot start: {exc}", file=sys.stderr)
+        return 2
     worker = Worker(store, "cpu", lambda: services.models())
     services = Services(
         store=store,
@@ -208,7 +309,17 @@ def serve(args: argparse.Namespace) -> int:
     log.info(
         "Framesmith backend %s listening on %s:%d (data %s)", __version__, args.host, port, data_dir
     )
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+    open_files = raise_open_files_limit()
+    max_connections = max(8, min(MAX_CONNECTIONS, open_files // 2))
+    log.info("open files limit %d: at most %d connections at once", open_files, max_connections)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        http=guarded_http_protocol(max_connections, HEADER_TIMEOUT_S),
+        timeout_keep_alive=5,
+    )
     server = uvicorn.Server(config)
     if args.idle_exit > 0:
         threading.Thread(

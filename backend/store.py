@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 import re
 import shutil
 import sqlite3
@@ -29,6 +30,11 @@ log = logging.getLogger("framesmith.store")
 
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 FRAME_DIGITS = 6
+DB_NAME = "framesmith.db"
+QUARANTINE = "quarantine"
+# A job whose runs ended this many times in a row with the backend dying (and no new finished
+# frame) is not resumed again: it would most likely take the backend down once more.
+MAX_CRASHED_RUNS = 2
 
 
 class JobState(enum.StrEnum):
@@ -90,6 +96,10 @@ class JobRecord:
         )
 
 
+class DamagedStore(Exception):
+    """The database cannot be used as it is; the message says what is wrong and what to do."""
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
 
@@ -101,6 +111,17 @@ class UnsafePath(PipelineError):
         super().__init__(
             f"refusing to use {path}: it is a symlink or lies behind one, and Framesmith only"
             " reads and writes real files inside its data folder"
+        )
+
+
+class DamagedJobFolder(UnsafePath):
+    """A job's folder is something other than a folder (a damaged data folder)."""
+
+    def __init__(self, path: Path) -> None:
+        PipelineError.__init__(
+            self,
+            f"{path} should be this job's folder but is not a folder (the data folder was"
+            " damaged or edited by hand); create the job again",
         )
 
 
@@ -126,10 +147,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     idempotency_key TEXT UNIQUE,
     request_hash TEXT NOT NULL DEFAULT '',
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    crashed_runs INTEGER NOT NULL DEFAULT 0,
+    run_start_frames INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queued_at);
+CREATE TABLE IF NOT EXISTS quarantined_jobs (
+    seq INTEGER,
+    id TEXT,
+    reason TEXT NOT NULL,
+    row TEXT NOT NULL,
+    quarantined_at REAL NOT NULL
+);
 """
+# Columns added after the first release: ALTER TABLE adds them to an older database.
+_ADDED_COLUMNS = {
+    "crashed_runs": "INTEGER NOT NULL DEFAULT 0",
+    "run_start_frames": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def frame_name(frame: int, ext: str) -> str:
@@ -137,20 +172,66 @@ def frame_name(frame: int, ext: str) -> str:
     return f"{sign}{abs(frame):0{FRAME_DIGITS}d}.{ext}"
 
 
+def _open_database(path: Path, jobs_dir: Path) -> sqlite3.Connection:
+    """Connect, create the schema where there is none, and refuse what cannot be used safely:
+    a database SQLite cannot read, or one with no jobs table beside existing job folders (a
+    truncated or deleted database would otherwise start empty and orphan every job)."""
+    if not path.exists():
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    try:
+        had_jobs = db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
+        ).fetchone()
+        folders = sum(1 for d in jobs_dir.iterdir() if JOB_ID_RE.match(d.name))
+        if had_jobs is None and folders:
+            size = path.stat().st_size
+            raise DamagedStore(
+                f"the job database {path} holds no jobs ({size} bytes) but {jobs_dir} holds"
+                f" {folders} job folder(s), so it was truncated, replaced or deleted; restore it"
+                " from a backup, or move the jobs folder aside to start with no jobs"
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+        for column, decl in _ADDED_COLUMNS.items():
+            if column not in have:
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise DamagedStore(
+            f"the job database {path} cannot be read ({exc}); restore it from a backup, or move"
+            " it and the jobs folder beside it aside to start with no jobs"
+        ) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Store:
     def __init__(self, data_dir: Path) -> None:
+        """Open (or create) the jobs of `data_dir`. DamagedStore when the database cannot be
+        used safely; unreadable rows and job folders are quarantined and the rest served."""
         self.root = data_dir.resolve()
         self.jobs_dir = self.root / "jobs"
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.quarantine_dir = self.root / QUARANTINE
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            self.root / "framesmith.db", check_same_thread=False, isolation_level=None
-        )
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = _open_database(self.root / DB_NAME, self.jobs_dir)
+        try:
+            self._quarantine_unreadable_rows()
+            self._quarantine_broken_folders()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise DamagedStore(
+                f"the job database {self.root / DB_NAME} is damaged inside ({exc}); restore it"
+                " from a backup, or move it and the jobs folder beside it aside to start with no"
+                " jobs"
+            ) from None
         swept = sweep_temp_files(self.jobs_dir)
         if swept:
             log.info("swept %d temp file(s) left by an interrupted write", swept)
@@ -158,6 +239,66 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # --- damage found at start ------------------------------------------------------------
+
+    def _quarantine_unreadable_rows(self) -> None:
+        """A row that cannot be read as a job moves to quarantined_jobs (its folder to
+        DATA/quarantine/) so that it cannot break every list; the other jobs are served."""
+        bad: list[tuple[sqlite3.Row, str]] = []
+        for row in self._db.execute("SELECT * FROM jobs"):
+            try:
+                _record(row)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                bad.append((row, f"{type(exc).__name__}: {exc}"[:300]))
+        for row, problem in bad:
+            raw = json.dumps({k: repr(v)[:2000] for k, v in zip(row.keys(), row, strict=True)})
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO quarantined_jobs (seq, id, reason, row, quarantined_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (row["seq"], str(row["id"]), problem, raw, time.time()),
+                )
+                db.execute("DELETE FROM jobs WHERE seq = ?", (row["seq"],))
+            moved = self._move_aside(str(row["id"]))
+            log.error(
+                "job %r could not be read from the database (%s); it was moved to the table"
+                " quarantined_jobs%s and the other jobs are served",
+                row["id"],
+                problem,
+                f" and its folder to {moved}" if moved else "",
+            )
+
+    def _quarantine_broken_folders(self) -> None:
+        """A job whose folder is not a folder (a file put in its place) fails with a sentence;
+        what was there is moved to DATA/quarantine/ for a person to look at."""
+        rows = self._db.execute("SELECT id FROM jobs").fetchall()
+        for row in rows:
+            folder = self.jobs_dir / row["id"]
+            if not JOB_ID_RE.match(row["id"]) or folder.is_symlink():
+                continue  # symlinks are refused where they are used (UnsafePath)
+            if not folder.exists() or folder.is_dir():
+                continue
+            moved = self._move_aside(row["id"])
+            error = (
+                f"this job's folder {folder} had been replaced by a file (moved to {moved});"
+                " its inputs and frames are lost: create the job again"
+            )
+            with self._tx() as db:
+                db.execute(
+                    "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (JobState.FAILED.value, error, time.time(), row["id"]),
+                )
+            log.error("job %s: %s", row["id"], error)
+
+    def _move_aside(self, job_id: str) -> Path | None:
+        folder = self.jobs_dir / job_id
+        if not JOB_ID_RE.match(job_id) or not (folder.exists() or folder.is_symlink()):
+            return None
+        self.quarantine_dir.mkdir(mode=0o700, exist_ok=True)
+        target = self.quarantine_dir / f"{job_id}-{int(time.time())}"
+        os.replace(folder, target)
+        return target
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -242,7 +383,13 @@ class Store:
                     "SELECT * FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?",
                     (state.value, limit),
                 ).fetchall()
-        return [_record(r) for r in rows]
+        out = []
+        for r in rows:
+            try:
+                out.append(_record(r))
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                log.error("job %r cannot be read (%s); left out of the list", r["id"], exc)
+        return out
 
     def count(self, state: JobState) -> int:
         with self._lock:
@@ -311,23 +458,45 @@ class Store:
             ).fetchone()
         return _record(row) if row else None
 
+    def begin_run(self, job_id: str) -> None:
+        """Note how many frames were finished when a run began: a run the backend died in is
+        told apart from one that made progress before it died."""
+        finished = len(self.finished_frames(job_id))
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET run_start_frames = ? WHERE id = ?", (finished, job_id))
+
     def requeue_interrupted(self) -> list[str]:
-        """After a crash or restart: jobs left running go back to the head of the queue."""
+        """After a crash or restart: jobs left running go back to the head of the queue, unless
+        their runs ended with the backend dying MAX_CRASHED_RUNS times in a row without a new
+        finished frame: those fail, so one job cannot crash the backend on every start."""
         with self._tx() as db:
             rows = db.execute(
-                "SELECT id, cancel_requested FROM jobs WHERE state = ?",
+                "SELECT id, cancel_requested, crashed_runs, run_start_frames FROM jobs"
+                " WHERE state = ?",
                 (JobState.RUNNING.value,),
             ).fetchall()
+            resumed: list[str] = []
             for r in rows:
-                new = JobState.CANCELED if r["cancel_requested"] else JobState.QUEUED
+                progressed = len(self.finished_frames(r["id"])) > r["run_start_frames"]
+                crashed = 1 if progressed else r["crashed_runs"] + 1
+                error = None
+                if r["cancel_requested"]:
+                    new = JobState.CANCELED
+                elif crashed >= MAX_CRASHED_RUNS:
+                    new, error = JobState.FAILED, _crashed_error(crashed)
+                else:
+                    new = JobState.QUEUED
+                    resumed.append(r["id"])
                 db.execute(
-                    "UPDATE jobs SET state = ?, updated_at = ? WHERE id = ?",
-                    (new.value, time.time(), r["id"]),
+                    "UPDATE jobs SET state = ?, crashed_runs = ?, error = COALESCE(?, error),"
+                    " updated_at = ? WHERE id = ?",
+                    (new.value, crashed, error, time.time(), r["id"]),
                 )
-        ids = [r["id"] for r in rows]
-        for job_id in ids:
+                if error:
+                    log.error("job %s not resumed: %s", r["id"], error)
+        for job_id in resumed:
             log.info("job %s was interrupted; it resumes from its first missing frame", job_id)
-        return ids
+        return resumed
 
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
@@ -360,8 +529,14 @@ class Store:
                 return p
         return None
 
+    def _check_folder(self, job_id: str) -> None:
+        folder = self.job_dir(job_id)
+        if folder.exists() and not folder.is_dir():
+            raise DamagedJobFolder(folder)
+
     def save_input(self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes) -> Path:
         path = self.input_path(job_id, pass_, frame, ext)
+        self._check_folder(job_id)
         if not self._real(path.parent):
             raise UnsafePath(path.parent)
         atomic_write(path, data)
@@ -393,11 +568,12 @@ class Store:
             return None
         try:
             return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
 
     def write_output(self, job_id: str, frame: int, png: bytes) -> None:
         path = self.output_path(job_id, frame)
+        self._check_folder(job_id)
         if not self._real(path.parent):
             raise UnsafePath(path.parent)
         atomic_write(path, png)  # a symlink planted at `path` itself is replaced, not followed
@@ -421,16 +597,38 @@ def _frame_of(p: Path) -> int | None:
         return None
 
 
+def _crashed_error(runs: int) -> str:
+    return (
+        f"the backend stopped unexpectedly during {runs} runs of this job in a row without"
+        " finishing a new frame, so it was not resumed again (it would most likely stop the"
+        " backend once more); see the backend log, then create the job again with a lower"
+        " resolution or fewer frames"
+    )
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    values = json.loads(text)
+    if not isinstance(values, list) or not all(type(v) is int for v in values):
+        raise ValueError(f"{what} is not a list of frame numbers")
+    return tuple(values)
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
+    """A job from its row; ValueError (or TypeError) when the row does not hold one."""
+    params = json.loads(row["params"])
+    if not isinstance(params, dict):
+        raise ValueError("params is not an object")
+    if not (isinstance(row["id"], str) and JOB_ID_RE.match(row["id"])):
+        raise ValueError(f"id {row['id']!r} is not a job id")
     return JobRecord(
         id=row["id"],
         kind=row["kind"],
         state=JobState(row["state"]),
-        width=row["width"],
-        height=row["height"],
-        frames=tuple(json.loads(row["frames"])),
-        keyframes=tuple(json.loads(row["keyframes"])),
-        params=json.loads(row["params"]),
+        width=int(row["width"]),
+        height=int(row["height"]),
+        frames=_ints(row["frames"], "frames"),
+        keyframes=_ints(row["keyframes"], "keyframes"),
+        params=params,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         progress=Progress(row["stage"], row["done"], row["total"], row["chunk"], row["chunks"]),

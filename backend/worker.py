@@ -209,6 +209,7 @@ class Worker:
         running = self.store.transition(job.id, JobState.RUNNING, allowed_from=(JobState.QUEUED,))
         if running is None:
             return
+        self.store.begin_run(job.id)
         if running.cancel_requested:
             self.store.transition(job.id, JobState.CANCELED, allowed_from=(JobState.RUNNING,))
             return

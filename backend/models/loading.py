@@ -49,11 +49,11 @@ from .registry import (  # noqa: E402
     ModelKind,
     ModelRegistry,
     available_skeletons,
+    read_checked_header,
 )
 from .safetensors_header import (  # noqa: E402
     HeaderError,
     SafetensorsHeader,
-    read_header,
     sniff_pickle,
 )
 
@@ -143,7 +143,7 @@ def _check_safetensors(file: Path, entry: ModelEntry) -> SafetensorsHeader:
             f"'{entry.name}': {file.name} is a pickle; Framesmith never loads pickles"
         )
     try:
-        return read_header(file)
+        return read_checked_header(file)
     except (HeaderError, OSError) as exc:
         raise ModelLoadError(
             f"'{entry.name}': {file.name} is not a valid safetensors file ({exc})"

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
 import os
 import re
+import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -35,6 +37,8 @@ from .safetensors_header import (
     read_header,
     sniff_pickle,
 )
+
+log = logging.getLogger("framesmith.models")
 
 SKELETONS_DIR = Path(__file__).resolve().parent / "configs"
 SIDECAR_NAME = "framesmith.json"
@@ -389,19 +393,26 @@ class _Scanner:
         for child in children:
             if child.name.startswith("."):
                 continue
-            if child.is_symlink():
-                target = child.resolve()
-                if not self.inside(target):
-                    self.refused.append(
-                        RefusedFile(child, "symlink pointing outside the models folder")
-                    )
-                    continue
-                if target.is_dir():
-                    continue  # scanned where it really is; following it could loop
-            if child.is_dir():
-                self.scan_dir(child, depth + 1)
-            elif child.is_file():
-                self.scan_file(child)
+            try:
+                self.scan_child(child, depth)
+            except Exception as exc:  # one unreadable file never breaks the scan
+                log.warning("models folder: %s could not be scanned", child, exc_info=True)
+                self.refused.append(RefusedFile(child, f"could not be read ({exc})"[:500]))
+
+    def scan_child(self, child: Path, depth: int) -> None:
+        if child.is_symlink():
+            target = child.resolve()
+            if not self.inside(target):
+                self.refused.append(
+                    RefusedFile(child, "symlink pointing outside the models folder")
+                )
+                return
+            if target.is_dir():
+                return  # scanned where it really is; following it could loop
+        if child.is_dir():
+            self.scan_dir(child, depth + 1)
+        elif child.is_file():
+            self.scan_file(child)
 
     # ---- single files ---------------------------------------------------------------------
 
@@ -424,7 +435,7 @@ class _Scanner:
         if not is_safetensors_name:
             return  # READMEs, previews, sidecars, configs
         try:
-            header = read_header(real)
+            header = read_checked_header(real)
         except (HeaderError, OSError) as exc:
             self.refused.append(RefusedFile(path, f"not a valid safetensors file: {exc}"))
             return
@@ -533,7 +544,7 @@ class _Scanner:
                     if sniff_pickle(real):
                         raise _Refused(f"{_relative(file, self.root)} is a pickle, not safetensors")
                     try:
-                        read_header(real)
+                        read_checked_header(real)
                     except (HeaderError, OSError) as exc:
                         raise _Refused(
                             f"{_relative(file, self.root)} is not a valid safetensors file: {exc}"
@@ -541,6 +552,50 @@ class _Scanner:
                 if real.is_file():
                     size += real.stat().st_size
         return size
+
+
+# ---- hostile files --------------------------------------------------------------------------
+
+
+def read_checked_header(path: Path) -> SafetensorsHeader:
+    """read_header, plus what a hostile file can do to it: every failure is a HeaderError whose
+    text says what is wrong, and a file the safetensors loader would refuse is refused here."""
+    try:
+        header = read_header(path)
+        _check_tensor_ranges(path)
+    except RecursionError:
+        raise HeaderError("its header is JSON nested deeper than any model's") from None
+    except MemoryError:
+        raise HeaderError("its header is too large to read") from None
+    except HeaderError:
+        raise
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise HeaderError(f"its header holds a value that cannot be read ({exc})") from None
+    return header
+
+
+def _check_tensor_ranges(path: Path) -> None:
+    """The tensors' byte ranges must tile the data exactly, as the safetensors loader demands:
+    sorted by offset, each starting where the previous ended, the last ending at the file's end.
+    Overlaps, gaps and trailing bytes are refused. Reads the (already validated) header again:
+    read_header keeps no offsets."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+    ranges = sorted(
+        (tuple(value["data_offsets"]), key)
+        for key, value in header.items()
+        if key != "__metadata__"
+    )
+    end = 0
+    for (start, stop), key in ranges:
+        if start != end:
+            what = "overlaps another tensor" if start < end else "leaves a gap before it"
+            raise HeaderError(f"tensor {key!r} {what} (bytes {start} to {stop})")
+        end = stop
+    if end != size - 8 - n:
+        raise HeaderError(f"{size - 8 - n - end} bytes after the last tensor belong to none")
 
 
 # ---- classification -----------------------------------------------------------------------
@@ -716,7 +771,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         if not path.is_file() or path.stat().st_size > MAX_JSON_BYTES:
             return None
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # hostile JSON: deep nesting, huge numbers
         return None
     return data if isinstance(data, dict) else None
 
@@ -730,7 +785,7 @@ def _metadata_declaration(metadata: Mapping[str, str]) -> dict[str, Any]:
     safetensors metadata key "framesmith" (one key: safetensors writes metadata in hash order)."""
     try:
         value = json.loads(metadata.get(METADATA_KEY, "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

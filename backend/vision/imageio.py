@@ -1,9 +1,11 @@
 """Decoding and encoding of uploaded frames and render passes, with limits.
 
-Every upload is probed first: only its header is read, by hand (a PNG's first 33 bytes, an
-OpenEXR header of at most 64 KiB), so an image that is too large, of the wrong size, or not a
-PNG/OpenEXR at all is refused before any decoder allocates pixels. Every failure is an
-InputError whose message says what is wrong and what to do about it.
+Every upload is probed first: its magic bytes, then only its header, read by hand (a PNG's first
+33 bytes, an OpenEXR header of at most 64 KiB), so an image that is too large, of the wrong
+size, or not a PNG/OpenEXR at all is refused before any decoder allocates pixels. What a decode
+will cost in memory is computed from the header (the float conversion included) and reserved
+from a budget shared by all decodes at once, so small files cannot add up to gigabytes. Every
+failure is an InputError whose message says what is wrong and what to do about it.
 
 What decode() returns, float32 HxWxC, depends on the pass it is told the data is:
   beauty, keyframe, lineart  RGB or RGBA (alpha kept when the file has it). PNG scaled to 0..1;
@@ -18,7 +20,10 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,6 +40,13 @@ MAX_EXR_CHANNELS = 64
 MAX_EXR_PLANES = 16  # full-resolution float channels per upload
 MAX_NORMAL_LENGTH = 10.0  # a normal is a unit vector; anything this long is corrupt data
 MAX_VECTOR_PIXELS = 1e6  # motion vectors are pixel offsets; beyond this they are garbage
+# Memory all decodes in flight may take together; one image may take half of it.
+DEFAULT_DECODE_BUDGET = 2 * 1024**3
+DECODE_WAIT_S = 60.0  # how long a decode waits for others to free the budget
+_OUT_CHANNELS = 4  # decode() returns at most RGBA / XYZW
+_FLOAT_COPIES = 2  # the float32 result, and one temporary of its size (value checks)
+MAX_EXR_COORD = 2**30  # data window corners; beyond this the decoder's int arithmetic overflows
+MIN_TILE_SIDE = 256  # a tile may be larger than a small image, up to this
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXR_MAGIC = struct.pack("<i", 20000630)
@@ -90,6 +102,7 @@ class ImageInfo:
     sample_type: Literal["uint", "half", "float"]
     channel_names: tuple[str, ...]  # EXR: as in the file; PNG: Y / YA / RGB / RGBA
     compression: str  # PNG: "deflate"; EXR: "none", "zip", "piz", "dwaa", ...
+    tile_pixels: int = 0  # tiled EXR: pixels of one tile (the decoder buffers whole tiles)
 
 
 @dataclass(frozen=True)
@@ -113,6 +126,7 @@ class _ExrHeader:
     height: int
     channels: tuple[_ExrChannel, ...]
     compression: str
+    tile: tuple[int, int] | None = None  # tiled files: tile width and height
 
 
 # --- probing ---------------------------------------------------------------------------------
@@ -124,7 +138,22 @@ def probe(data: bytes, *, what: str = "the image") -> ImageInfo:
         return _png_info(_read_ihdr(data, what))
     if data.startswith(EXR_MAGIC):
         return _exr_info(_read_exr_header(data, what))
-    raise InputError(
+    raise not_an_image(data, what)
+
+
+def image_start(head: bytes) -> bool | None:
+    """Whether bytes can begin a PNG or OpenEXR file: True, False, or None (too few to tell).
+    Lets an upload be refused on its first bytes, before the rest is received."""
+    for magic in (PNG_SIGNATURE, EXR_MAGIC):
+        if head.startswith(magic):
+            return True
+        if magic.startswith(head):
+            return None
+    return False
+
+
+def not_an_image(data: bytes, what: str) -> InputError:
+    return InputError(
         f"{what} is not a PNG or OpenEXR image ({_describe(data)}); "
         "save it as PNG or OpenEXR and upload it again"
     )
@@ -200,13 +229,15 @@ def _read_exr_header(data: bytes, what: str) -> _ExrHeader:
         raise InputError(f"{what} is a deep OpenEXR file, which is not supported; write a "
                          "regular (flat) OpenEXR")  # fmt: skip
     attrs = _read_exr_attributes(data, what)
-    _check_exr_storage(attrs, bool(version & _EXR_TILED), what)
+    tile = _check_exr_storage(attrs, bool(version & _EXR_TILED), what)
     width, height = _exr_data_window(attrs, what)
+    if tile is not None:
+        _check_tile(tile, width, height, what)
     channels = _parse_chlist(_exr_attr(attrs, "channels", "chlist", what), what)
     code = _exr_attr(attrs, "compression", "compression", what)
     if len(code) != 1 or code[0] >= len(_EXR_COMPRESSIONS):
         raise InputError(f"{what} uses an unknown OpenEXR compression; save it with ZIP or PIZ")
-    return _ExrHeader(width, height, channels, _EXR_COMPRESSIONS[code[0]])
+    return _ExrHeader(width, height, channels, _EXR_COMPRESSIONS[code[0]], tile)
 
 
 def _read_exr_attributes(data: bytes, what: str) -> dict[str, tuple[str, bytes]]:
@@ -252,19 +283,35 @@ def _exr_attr(attrs: dict[str, tuple[str, bytes]], name: str, type_name: str, wh
     return attrs[name][1]
 
 
-def _check_exr_storage(attrs: dict[str, tuple[str, bytes]], tiled: bool, what: str) -> None:
+def _check_exr_storage(
+    attrs: dict[str, tuple[str, bytes]], tiled: bool, what: str
+) -> tuple[int, int] | None:
+    """None for a scanline file; a tiled one's (tile width, tile height)."""
     kind = attrs.get("type", ("string", b""))[1].decode("utf-8", "replace")
     if kind.startswith("deep"):
         raise InputError(f"{what} is a deep OpenEXR file, which is not supported; write a "
                          "regular (flat) OpenEXR")  # fmt: skip
     if not (tiled or kind == "tiledimage"):
-        return
+        return None
     tiles = attrs.get("tiles", ("", b""))[1]
     # tiledesc: x size, y size (uint32 each), then a byte whose low nibble is the level mode.
     if len(tiles) != 9 or tiles[8] & 0x0F != 0:
         raise InputError(
             f"{what} is a mipmapped or ripmapped tiled OpenEXR, which is not supported; "
             "write a scanline OpenEXR (Blender writes scanline files)"
+        )
+    tile_w, tile_h = struct.unpack_from("<II", tiles)
+    return tile_w, tile_h
+
+
+def _check_tile(tile: tuple[int, int], width: int, height: int, what: str) -> None:
+    """The decoder allocates whole tiles: a tile far larger than the image costs memory for
+    pixels that do not exist (a 1 KB file can claim gigabytes of tiles)."""
+    tile_w, tile_h = tile
+    if not (0 < tile_w <= max(width, MIN_TILE_SIDE) and 0 < tile_h <= max(height, MIN_TILE_SIDE)):
+        raise InputError(
+            f"{what} is a tiled OpenEXR whose {tile_w}×{tile_h} tiles do not fit its "
+            f"{width}×{height} image; write a scanline OpenEXR (Blender writes scanline files)"
         )
 
 
@@ -275,6 +322,8 @@ def _exr_data_window(attrs: dict[str, tuple[str, bytes]], what: str) -> tuple[in
     x_min, y_min, x_max, y_max = struct.unpack("<iiii", raw)
     if x_max < x_min or y_max < y_min:
         raise _damaged(what, "OpenEXR", "its data window has no pixels")
+    if max(abs(x_min), abs(y_min), abs(x_max), abs(y_max)) > MAX_EXR_COORD:
+        raise _damaged(what, "OpenEXR", f"its data window lies beyond ±{MAX_EXR_COORD} pixels")
     return x_max - x_min + 1, y_max - y_min + 1
 
 
@@ -311,9 +360,10 @@ def _exr_info(header: _ExrHeader) -> ImageInfo:
     widest: Literal["uint", "half", "float"] = (
         "float" if 2 in types else "uint" if 0 in types else "half"
     )
+    tile_pixels = header.tile[0] * header.tile[1] if header.tile else 0
     return ImageInfo(
         "exr", header.width, header.height, len(header.channels), 16 if widest == "half" else 32,
-        widest, tuple(c.name for c in header.channels), header.compression,
+        widest, tuple(c.name for c in header.channels), header.compression, tile_pixels,
     )  # fmt: skip
 
 
@@ -346,13 +396,84 @@ def decode(
             f"{what} is {info.width}×{info.height} pixels but the job is "
             f"{expect_size[0]}×{expect_size[1]}; render every pass at the job's resolution"
         )
-    if info.format == "png":
-        return _decode_png(data, _read_ihdr(data, what), what)
-    return _decode_exr(data, _read_exr_header(data, what), pass_, what)
+    budget = _budget
+    with budget.reserve(decode_cost(info), what):
+        if info.format == "png":
+            return _decode_png(data, _read_ihdr(data, what), what)
+        return _decode_exr(data, _read_exr_header(data, what), pass_, what)
 
 
 def _label(pass_: Pass) -> str:
     return f"the {pass_.value} {'image' if pass_ in (Pass.KEYFRAME, Pass.REFERENCE) else 'pass'}"
+
+
+label = _label  # what a refusal calls the upload of a pass ("the depth pass")
+
+
+# --- the decode budget ---
+
+
+def decode_cost(info: ImageInfo) -> int:
+    """Bytes a decode may hold at its peak, from the header alone: every channel of the file as
+    the decoder returns it (OpenCV may widen a PNG to 4 channels; OpenEXR decodes all of them),
+    the float32 result and one temporary of its size, and for tiled files one tile of every
+    channel. An upper bound, so that a header cannot understate what it will cost."""
+    pixels = info.width * info.height
+    if info.format == "png":
+        source = 4 * (2 if info.bit_depth == 16 else 1)
+    else:
+        source = info.channels * info.bit_depth // 8
+    result = _OUT_CHANNELS * 4 * _FLOAT_COPIES
+    return pixels * (source + result) + info.tile_pixels * info.channels * 4
+
+
+class DecodeBusy(InputError):
+    """Other decodes hold the budget: the upload is fine, only not now (a 429, not a 400)."""
+
+
+class DecodeBudget:
+    """Memory shared by the decodes in flight: each reserves its decode_cost() first and waits
+    (up to DECODE_WAIT_S) while others hold too much; one image may take half of the total."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._used = 0
+        self._changed = threading.Condition()
+
+    @property
+    def per_image(self) -> int:
+        return self.total // 2
+
+    @contextmanager
+    def reserve(self, cost: int, what: str, wait_s: float = DECODE_WAIT_S) -> Iterator[None]:
+        if cost > self.per_image:
+            raise InputError(
+                f"{what} would take {cost / 2**20:.0f} MiB of memory to decode, more than the "
+                f"{self.per_image / 2**20:.0f} MiB one image may use on this backend; upload it "
+                "at a lower resolution, with fewer channels or at 8 bits per channel"
+            )
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._used + cost <= self.total, wait_s):
+                raise DecodeBusy(
+                    f"the backend is busy decoding other large images and {what} must wait for "
+                    "memory; upload it again in a moment"
+                )
+            self._used += cost
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._used -= cost
+                self._changed.notify_all()
+
+
+_budget = DecodeBudget(DEFAULT_DECODE_BUDGET)
+
+
+def set_decode_budget(total_bytes: int) -> None:
+    """The memory all decodes in flight may take together (`serve --decode-budget-mb`)."""
+    global _budget
+    _budget = DecodeBudget(total_bytes)
 
 
 def _check_limits(info: ImageInfo, *, max_pixels: int, max_side: int, what: str) -> None:
@@ -388,8 +509,9 @@ def _decode_png(data: bytes, ihdr: _Ihdr, what: str) -> np.ndarray:
         raise _damaged(what, "PNG", "OpenCV could not decode it") from exc
     if pixels is None or pixels.shape[:2] != (ihdr.height, ihdr.width):
         raise _damaged(what, "PNG", "OpenCV could not decode it")
-    image = pixels.astype(np.float32) / (65535.0 if pixels.dtype == np.uint16 else 255.0)
-    return _png_to_rgb(image)
+    image = _png_to_rgb(pixels)
+    image /= 65535.0 if pixels.dtype == np.uint16 else 255.0  # in place: as divided before
+    return image
 
 
 def _png_idat(data: bytes, what: str) -> bytes:
@@ -452,13 +574,20 @@ def _check_png_image_data(idat: bytes, expected: int, what: str) -> None:
         raise _truncated(what, "PNG", f"its image data holds {total} of {expected} bytes")
 
 
-def _png_to_rgb(image: np.ndarray) -> np.ndarray:
-    """OpenCV's gray / BGR / BGRA (gray+alpha arrives as BGRA) -> RGB or RGBA."""
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.shape[2] == 3:
-        return np.ascontiguousarray(image[:, :, ::-1])
-    return np.ascontiguousarray(image[:, :, [2, 1, 0, 3]])
+def _png_to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """OpenCV's gray / BGR / BGRA (gray+alpha arrives as BGRA) -> float32 RGB or RGBA, unscaled.
+    Written straight into the result: no float copy of the input is made on the way."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    channels = 4 if pixels.shape[2] == 4 else 3
+    image = np.empty((*pixels.shape[:2], channels), np.float32)
+    if pixels.shape[2] == 1:
+        image[:] = pixels
+    else:
+        image[:, :, :3] = pixels[:, :, 2::-1]
+        if channels == 4:
+            image[:, :, 3] = pixels[:, :, 3]
+    return image
 
 
 # --- OpenEXR ---
@@ -466,10 +595,9 @@ def _png_to_rgb(image: np.ndarray) -> np.ndarray:
 
 def _decode_exr(data: bytes, header: _ExrHeader, pass_: Pass, what: str) -> np.ndarray:
     names = _select_exr_channels(tuple(c.name for c in header.channels), pass_, what)
-    planes = _read_exr_planes(data, names, (header.height, header.width), what)
-    if pass_ not in _FLOAT_PASSES and len(planes) <= 2:  # a colour pass stored as Y or Y+A
-        planes = [planes[0]] * 3 + planes[1:]
-    image = np.stack(planes, axis=2)
+    if pass_ not in _FLOAT_PASSES and len(names) <= 2:  # a colour pass stored as Y or Y+A
+        names = (names[0],) * 3 + names[1:]
+    image = _read_exr_planes(data, names, (header.height, header.width), what)
     _check_values(image, pass_, what)
     return image
 
@@ -523,19 +651,25 @@ def _expected_channels(pass_: Pass) -> str:
 
 def _read_exr_planes(
     data: bytes, names: tuple[str, ...], shape: tuple[int, int], what: str
-) -> list[np.ndarray]:
+) -> np.ndarray:
+    """The named channels as one float32 HxWxC array, each copied straight into its place."""
+    image = np.empty((*shape, len(names)), np.float32)
     try:
         with OpenEXR.File(io.BytesIO(data), separate_channels=True) as exr:
             channels = exr.channels()
-            planes = [np.array(channels[name].pixels, dtype=np.float32) for name in names]
+            for i, name in enumerate(names):
+                pixels = channels[name].pixels
+                if pixels.shape != shape:
+                    raise _damaged(what, "OpenEXR", "its pixels do not match its header")
+                image[:, :, i] = pixels
+    except InputError:
+        raise
     except Exception as exc:  # the binding raises RuntimeError, ValueError, KeyError, ...
         raise InputError(
             f"{what} could not be read: the OpenEXR file is truncated or damaged "
             f"({str(exc)[:200]}); re-export it and upload the whole file"
         ) from exc
-    if any(plane.shape != shape for plane in planes):
-        raise _damaged(what, "OpenEXR", "its pixels do not match its header")
-    return planes
+    return image
 
 
 def _check_values(image: np.ndarray, pass_: Pass, what: str) -> None:
