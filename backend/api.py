@@ -67,6 +67,11 @@ class JobCreate(BaseModel):
     keyframes: list[int] = Field(default_factory=list, max_length=MAX_FRAMES)
 
 
+class JobCheck(BaseModel):
+    ok: bool = Field(description="true when a job created with this body could start")
+    problems: list[str] = Field(description="one sentence per reason it could not, for a person")
+
+
 class ProgressOut(BaseModel):
     stage: str
     done: int
@@ -181,12 +186,8 @@ def create_app(services: Services) -> FastAPI:
     def models(rescan: bool = True) -> dict[str, Any]:
         return services.models(rescan=rescan).to_json()
 
-    @app.post("/v1/jobs", status_code=201, response_model=JobOut)
-    def create_job(
-        body: JobCreate,
-        response: Response,
-        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-    ) -> JobOut:
+    def validated(body: JobCreate) -> tuple[Pipeline, JobSpec]:
+        """The body's pipeline and job, params cleaned; HTTPException when it cannot be one."""
         pipeline = pipeline_for(body.kind)
         frames = tuple(body.frames)
         keyframes = tuple(body.keyframes)
@@ -203,6 +204,29 @@ def create_app(services: Services) -> FastAPI:
             pipeline.check_job(spec)
         except InputError as exc:
             raise HTTPException(422, str(exc)) from exc
+        return pipeline, spec
+
+    @app.post("/v1/jobs/check", response_model=JobCheck)
+    def check_job(body: JobCreate) -> JobCheck:
+        """What POST /v1/jobs and its start would refuse for this body (the models installed
+        now included), before anything is rendered or uploaded. Creates nothing."""
+        try:
+            pipeline, spec = validated(body)
+        except HTTPException as exc:
+            return JobCheck(ok=False, problems=[str(exc.detail)])
+        missing = pipeline.missing_models(spec, services.models())
+        if missing:  # maybe installed since the last scan: the user was just told to
+            missing = pipeline.missing_models(spec, services.models(rescan=True))
+        problems = ["models missing: " + " ".join(missing)] if missing else []
+        return JobCheck(ok=not problems, problems=problems)
+
+    @app.post("/v1/jobs", status_code=201, response_model=JobOut)
+    def create_job(
+        body: JobCreate,
+        response: Response,
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> JobOut:
+        _, spec = validated(body)
         request_hash = hashlib.sha256(
             json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
         ).hexdigest()
@@ -211,9 +235,9 @@ def create_app(services: Services) -> FastAPI:
                 kind=body.kind,
                 width=body.width,
                 height=body.height,
-                frames=frames,
-                keyframes=keyframes,
-                params=clean,
+                frames=spec.frames,
+                keyframes=spec.keyframes,
+                params=dict(spec.params),
                 idempotency_key=idempotency_key,
                 request_hash=request_hash,
             )

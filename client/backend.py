@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .http import BackendClient, BackendUnreachable, Connection
+from .http import BackendClient, BackendUnreachable, Connection, api_mismatch
 from .launcher import LaunchError, LaunchSpec, ensure_backend, find_running, stop
 
 
@@ -125,14 +125,17 @@ def check_models(connection: Connection) -> tuple[list[str], ModelChoices]:
     client = BackendClient(connection)
     health = client.health()
     models = client.models()
-    return describe(health, models), ModelChoices.from_listing(models)
+    return describe(health, models, connection.url), ModelChoices.from_listing(models)
 
 
-def describe(health: dict[str, Any], models: dict[str, Any]) -> list[str]:
+def describe(health: dict[str, Any], models: dict[str, Any], url: str = "") -> list[str]:
     lines = [
         f"Backend {health.get('version', '?')} (API {health.get('api', '?')})"
         f" on {health.get('device', '?')}"
     ]
+    mismatch = api_mismatch(health, url)
+    if mismatch is not None:
+        lines.append(mismatch[0].upper() + mismatch[1:])
     pipelines = models.get("pipelines", {}) if isinstance(models, dict) else {}
     for kind, info in sorted(health.get("pipelines", {}).items()):
         if not info.get("available"):

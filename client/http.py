@@ -1,13 +1,27 @@
-"""A small stdlib HTTP client for the backend's v1 API. Blocking: call it from a worker thread."""
+"""A small stdlib HTTP client for the backend's v1 API. Blocking: call it from a worker thread.
+
+One client may serve several threads at once: each request borrows a keep-alive connection to
+itself from the client's pool (an http.client connection is not thread-safe) and gives it back
+once the answer is read, so a thread never shares a connection with another.
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
-import urllib.error
+import ssl
+import threading
+import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+API_VERSION = "v1"  # the backend API this client speaks: `api` in GET /v1/health
+
+# The backend (uvicorn) closes a keep-alive connection after 5 s idle; one idle for longer than
+# this is not reused, so a request rarely meets a connection the server is just closing.
+IDLE_REUSE_S = 2.0
+MAX_IDLE = 8  # idle connections a client keeps
 
 
 class BackendError(Exception):
@@ -30,12 +44,55 @@ class Connection:
     timeout: float = 30.0
 
 
+@dataclass(frozen=True)
+class _Target:
+    https: bool
+    host: str
+    port: int | None
+    host_header: str  # as the URL spells it, port included: the backend checks it
+    prefix: str  # a path before /v1 (a backend behind a reverse proxy)
+
+
+@dataclass
+class _Idle:
+    conn: http.client.HTTPConnection
+    since: float
+
+
+def api_mismatch(health: Any, url: str = "") -> str | None:
+    """None when a GET /v1/health answer speaks this client's API; else what to do about it."""
+    theirs = health.get("api") if isinstance(health, dict) else None
+    if theirs == API_VERSION:
+        return None
+    where = f" at {url}" if url else ""
+    if not theirs:
+        return (
+            f"the server{where} does not say which Framesmith API it speaks: check the backend"
+            " URL in the add-on preferences"
+        )
+    return (
+        f"the backend{where} speaks API {theirs} (Framesmith {health.get('version', '?')}) and"
+        f" this add-on speaks {API_VERSION}: use an add-on and a backend of the same Framesmith"
+        " version (after updating the add-on, stop a local backend in the Backend panel so that"
+        " the new one starts)"
+    )
+
+
 class BackendClient:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._base = connection.url.rstrip("/")
-        # Never route loopback traffic through a system proxy.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._target = _target(self._base)
+        self._lock = threading.Lock()
+        self._idle: list[_Idle] = []
+        self._generation = 0  # close() bumps it: connections lent before are not taken back
+        self._tls: ssl.SSLContext | None = None
+
+    def __enter__(self) -> BackendClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- routes ------------------------------------------------------------------------------
 
@@ -44,6 +101,10 @@ class BackendClient:
 
     def models(self) -> dict[str, Any]:
         return self._json("GET", "/v1/models")
+
+    def check_job(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Whether the backend could run a job created with `body`: {"ok", "problems"}."""
+        return self._json("POST", "/v1/jobs/check", body=body)
 
     def create_job(self, body: dict[str, Any], idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -71,6 +132,15 @@ class BackendClient:
     def delete(self, job_id: str) -> dict[str, Any]:
         return self._json("DELETE", f"/v1/jobs/{_seg(job_id)}")
 
+    def close(self) -> None:
+        """Close the idle connections (one still in use closes when its request ends). The
+        client stays usable: a later request opens a new connection."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for held in idle:
+            held.conn.close()
+
     # --- plumbing ----------------------------------------------------------------------------
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
@@ -85,7 +155,17 @@ class BackendClient:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> bytes:
-        all_headers = {"Authorization": f"Bearer {self.connection.token}", **(headers or {})}
+        target = self._target
+        if target is None:
+            raise BackendUnreachable(
+                f"the backend URL {self._base!r} is not an http:// or https:// address; set it"
+                " in the add-on preferences"
+            )
+        all_headers = {
+            "Host": target.host_header,
+            "Authorization": f"Bearer {self.connection.token}",
+            **(headers or {}),
+        }
         data = None
         if body is not None:
             data = json.dumps(body).encode()
@@ -93,30 +173,99 @@ class BackendClient:
         elif raw is not None:
             data = raw
             all_headers["Content-Type"] = "application/octet-stream"
-        req = urllib.request.Request(
-            self._base + path, data=data, method=method, headers=all_headers
-        )
-        try:
-            with self._opener.open(req, timeout=self.connection.timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as exc:
-            raise BackendError(exc.code, _detail(exc)) from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise BackendUnreachable(
-                f"no Framesmith backend answered at {self._base} ({reason}); start it from the"
-                " add-on preferences or check the URL"
-            ) from None
+        status, reason, payload = self._exchange(method, target.prefix + path, data, all_headers)
+        if 300 <= status < 400:
+            raise BackendError(
+                status,
+                f"the backend URL {self._base} redirects elsewhere; set the address it"
+                " redirects to in the add-on preferences",
+            )
+        if status >= 400:
+            raise BackendError(status, _detail(status, reason, payload))
+        return payload
+
+    def _exchange(
+        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, str, bytes]:
+        """One request on a connection of its own; (status, reason, body)."""
+        for attempt in (1, 2):
+            conn, generation, reused = self._borrow()
+            try:
+                conn.request(method, path, body=data, headers=headers)
+                response = conn.getresponse()
+                payload = response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and attempt == 1 and isinstance(exc, ConnectionError):
+                    continue  # the server closed it while it sat idle: again, on a new one
+                reason = str(exc) or type(exc).__name__
+                raise BackendUnreachable(
+                    f"no Framesmith backend answered at {self._base} ({reason}); start it from"
+                    " the add-on preferences or check the URL"
+                ) from None
+            self._give_back(conn, generation, response.will_close)
+            return response.status, response.reason, payload
+        raise AssertionError("unreachable")
+
+    def _borrow(self) -> tuple[http.client.HTTPConnection, int, bool]:
+        """A connection no other request is using (an idle one, else a new one), the pool's
+        generation, and whether the connection was used before."""
+        now = time.monotonic()
+        with self._lock:
+            generation = self._generation
+            if self._idle and now - self._idle[-1].since < IDLE_REUSE_S:
+                return self._idle.pop().conn, generation, True
+            stale, self._idle = self._idle, []  # the newest is too old: so are the others
+        for held in stale:
+            held.conn.close()
+        return self._open(), generation, False
+
+    def _give_back(self, conn: http.client.HTTPConnection, generation: int, closing: bool) -> None:
+        if not closing:
+            with self._lock:
+                if generation == self._generation and len(self._idle) < MAX_IDLE:
+                    self._idle.append(_Idle(conn, time.monotonic()))
+                    return
+        conn.close()
+
+    def _open(self) -> http.client.HTTPConnection:
+        target = self._target
+        assert target is not None
+        timeout = self.connection.timeout
+        if not target.https:
+            return http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        with self._lock:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        return http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=tls)
+
+
+def _target(url: str) -> _Target | None:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return _Target(
+        https=parts.scheme == "https",
+        host=parts.hostname,
+        port=port,
+        host_header=parts.netloc.rpartition("@")[2],
+        prefix=parts.path,
+    )
 
 
 def _seg(value: str) -> str:
     return urllib.parse.quote(str(value), safe="")
 
 
-def _detail(exc: urllib.error.HTTPError) -> str:
+def _detail(status: int, reason: str, payload: bytes) -> str:
     try:
-        payload = json.loads(exc.read() or b"{}")
+        answer = json.loads(payload or b"{}")
     except ValueError:
-        return exc.reason or f"HTTP {exc.code}"
-    detail = payload.get("detail") if isinstance(payload, dict) else None
-    return str(detail) if detail else f"HTTP {exc.code}"
+        return reason or f"HTTP {status}"
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    return str(detail) if detail else f"HTTP {status}"

@@ -1,14 +1,16 @@
 """The job runner: a daemon thread that drives one backend job and reports through a queue.
 
-Create → upload → start → poll → download, each finished frame written atomically into the take
-folder as soon as the backend has it. Inputs may arrive while the thread runs (an `InputFeed`:
-Blender renders one frame per timer tick and hands each file over as it is written). The thread never touches bpy: it posts typed messages, and Blender's
-main thread (a timer, or a background-mode operator) drains them. A runner can also re-attach to
-a job that already exists (by id) and fetch what it is missing.
+Check → create → upload → start → poll → download, each finished frame written atomically into
+the take folder as soon as the backend has it. Inputs may arrive while the thread runs (an
+`InputFeed`: Blender hands each rendered file over as it is written); a few of them are uploaded
+at once. The thread never touches bpy: it posts typed messages, and Blender's main thread (a
+timer, or a background-mode operator) drains them. A runner can also re-attach to a job that
+already exists (by id) and fetch what it is missing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .frames import frame_file
-from .http import BackendClient, BackendError, BackendUnreachable
+from .http import BackendClient, BackendError, BackendUnreachable, api_mismatch
 from .launcher import LaunchError
 from .request import Request, from_job
 
@@ -89,6 +91,10 @@ class _Stop(Exception):
     """The runner was told to stop (cancel or detach) between two steps."""
 
 
+class _Refused(Exception):
+    """The preflight found that the backend cannot run this request; nothing was created."""
+
+
 class InputFeed:
     """Input files handed from Blender's main thread to a runner while it runs.
 
@@ -145,13 +151,103 @@ def atomic_write(path: Path, data: bytes) -> None:
             tmp.unlink()
 
 
+class _Uploads:
+    """One job's inputs, sent by a few threads at once; each upload borrows a connection of its
+    own from the shared client. Once `stopped()` says so, or one upload failed, no further upload
+    starts (those in flight finish)."""
+
+    def __init__(
+        self,
+        client: BackendClient,
+        job_id: str,
+        workers: int,
+        stopped: Callable[[], bool],
+        on_sent: Callable[[int], None],
+    ) -> None:
+        self._client = client
+        self._job_id = job_id
+        self._stopped = stopped
+        self._on_sent = on_sent
+        self._todo: queue.Queue[tuple[str, int, Path] | None] = queue.Queue()
+        self._state = threading.Condition()
+        self._pending = 0  # handed over, not yet finished (sent, failed or skipped)
+        self._sent = 0
+        self._error: Exception | None = None
+        self._threads = [
+            threading.Thread(target=self._work, name=f"framesmith-upload-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, pass_name: str, frame: int, path: Path) -> None:
+        with self._state:
+            self._pending += 1
+        self._todo.put((pass_name, frame, path))
+
+    def wait(self, timeout: float) -> bool:
+        """True once every input handed over was sent, or one upload failed."""
+        with self._state:
+            return self._state.wait_for(
+                lambda: self._pending == 0 or self._error is not None, timeout
+            )
+
+    def raise_error(self) -> None:
+        """Raise the first upload's error, if one failed."""
+        with self._state:
+            error = self._error
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        """Let the threads end once the uploads they have in flight are done."""
+        for _ in self._threads:
+            self._todo.put(None)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self) -> None:
+        while (item := self._todo.get()) is not None:
+            try:
+                if not self._halted():
+                    self._send(*item)
+            except Exception as exc:  # the runner raises it on its own thread
+                with self._state:
+                    self._error = self._error or exc
+            finally:
+                with self._state:
+                    self._pending -= 1
+                    self._state.notify_all()
+
+    def _halted(self) -> bool:
+        with self._state:
+            failed = self._error is not None
+        return failed or self._stopped()
+
+    def _send(self, pass_name: str, frame: int, path: Path) -> None:
+        self._client.upload(self._job_id, pass_name, frame, path.read_bytes())
+        with self._state:
+            self._sent += 1
+            self._on_sent(self._sent)  # under the lock: the counts are posted in order
+
+
 class JobRunner:
     """Drives one job on a daemon thread; `messages` receives its progress and its one final
     message (Done, Failed or Canceled).
 
     `connect` runs on the worker thread (it may start a local backend). Give either `request` and
     its inputs — a mapping (pass, frame) → file, or an `InputFeed` still being filled — for a new
-    job, or `job_id` to re-attach to an existing one.
+    job, or `job_id` to re-attach to an existing one. Up to `upload_workers` inputs are uploaded
+    at once; the job is started once every input the feed delivered was uploaded.
+
+    Before it reads any input, the thread checks the backend (the preflight): it must speak this
+    add-on's API version and, for a new job, hold the models the request names. A backend that
+    cannot run the take ends it with a Failed message, and no job is created. `ready` (a
+    `threading.Event`) is set once the preflight passed, so Blender renders the first frame only
+    after `runner.ready.is_set()`; it is also set when the runner ends for any reason, so a waiter
+    is never left hanging (look at `messages` for why it ended).
     """
 
     def __init__(
@@ -165,18 +261,24 @@ class JobRunner:
         job_id: str | None = None,
         poll_interval: float = 0.25,
         reconnect_grace: float = 20.0,
+        upload_workers: int = 4,
     ) -> None:
         if (request is None) == (job_id is None):
             raise ValueError("give a request for a new job, or the id of an existing one")
+        if upload_workers < 1:
+            raise ValueError("upload_workers must be at least 1")
         self.take = take
         self.output_dir = output_dir
         self.request = request
         self.inputs = inputs if isinstance(inputs, InputFeed) else InputFeed.complete(inputs or {})
         self.job_id = job_id
         self.messages: queue.Queue[Message] = queue.Queue()
+        self.ready = threading.Event()
         self._connect = connect
         self._poll_interval = poll_interval
         self._reconnect_grace = reconnect_grace
+        self._upload_workers = upload_workers
+        self._uploads: _Uploads | None = None
         self._cancel = threading.Event()
         self._abort_message: str | None = None
         self._detach = threading.Event()
@@ -231,6 +333,8 @@ class JobRunner:
                     final = Failed(self.take, self.job_id, self._abort_message)
                 self._post(final)
             # detached: nothing more to say; the job lives on in the backend
+        except _Refused as exc:
+            self._post(Failed(self.take, self.job_id, str(exc)))
         except (BackendUnreachable, LaunchError) as exc:
             self._post(Failed(self.take, self.job_id, _sentence(exc), unreachable=True))
         except BackendError as exc:
@@ -241,9 +345,17 @@ class JobRunner:
             )
         except Exception as exc:  # a bug must still end the job for the user, not hang it
             self._post(Failed(self.take, self.job_id, f"unexpected error: {exc!r}"))
+        finally:
+            self.ready.set()  # whatever ended the runner, nobody waits on it any more
+            if self._uploads is not None:
+                self._uploads.close()
+                self._uploads.join()  # after the final message: uploads in flight end first
+            if client is not None:
+                client.close()
 
     def _run(self, client: BackendClient) -> Message:
         self._check()
+        self._preflight(client)
         if self.job_id is None:
             self._create_and_upload(client)
         else:
@@ -296,31 +408,65 @@ class JobRunner:
                 return Canceled(self.take, self._id, len(self._fetched))
             self._wait()
 
+    def _preflight(self, client: BackendClient) -> None:
+        """Refuse before any input is read: a backend of another API version, or (new jobs) one
+        that lacks a model the request needs or refuses the request."""
+        refusal = api_mismatch(client.health(), client.connection.url)
+        if refusal is None and self.job_id is None:
+            refusal = self._check_request(client)
+        if refusal is not None:
+            raise _Refused(refusal)
+        self.ready.set()
+
+    def _check_request(self, client: BackendClient) -> str | None:
+        assert self.request is not None
+        try:
+            answer = client.check_job(self.request.job_body())
+        except BackendError as exc:
+            if exc.status in (404, 405):
+                return None  # a backend older than the check: its start still names what lacks
+            raise
+        if not isinstance(answer, dict) or answer.get("ok"):
+            return None
+        problems = answer.get("problems") or ()
+        return " ".join(str(p) for p in problems) or "the backend cannot run this request"
+
     def _create_and_upload(self, client: BackendClient) -> None:
         assert self.request is not None
         job = client.create_job(self.request.job_body(), idempotency_key=self.take)
-        self.job_id = job["id"]
-        self._post(Created(self.take, self.job_id, self.request.kind.value, self.request.to_json()))
-        sent = 0
+        job_id = self.job_id = job["id"]
+        self._post(Created(self.take, job_id, self.request.kind.value, self.request.to_json()))
+
+        def sent(count: int) -> None:
+            total = max(self.inputs.expected, count)
+            self._post(
+                Progress(self.take, job_id, "awaiting_inputs", "uploading", count, total, 0.0, 0)
+            )
+
+        self._uploads = _Uploads(client, job_id, self._upload_workers, self._told_to_stop, sent)
+        try:
+            self._upload_all(self._uploads)
+        except (BackendError, OSError):
+            self._cancel_quietly(client)  # a half-fed job must not wait for inputs forever
+            raise
+        self._check()
+        client.start(job_id)
+
+    def _upload_all(self, uploads: _Uploads) -> None:
+        """Hand each input to the uploaders as the feed delivers it; return once all were sent."""
         while True:
             self._check()
+            uploads.raise_error()
             try:
                 item = self.inputs.next(timeout=self._poll_interval)
             except queue.Empty:
                 continue  # the next render is not written yet
             if item is None:
                 break
-            pass_name, frame, path = item
-            client.upload(self.job_id, pass_name, frame, path.read_bytes())
-            sent += 1
-            total = max(self.inputs.expected, sent)
-            self._post(
-                Progress(
-                    self.take, self.job_id, "awaiting_inputs", "uploading", sent, total, 0.0, 0
-                )
-            )
-        self._check()
-        client.start(self.job_id)
+            uploads.submit(*item)
+        while not uploads.wait(self._poll_interval):
+            self._check()
+        uploads.raise_error()
 
     def _fetch(self, client: BackendClient, frames: Iterable[int]) -> None:
         for frame in frames:
@@ -347,6 +493,12 @@ class JobRunner:
                 return Failed(self.take, self.job_id, f"could not cancel the job: {_sentence(exc)}")
         return Canceled(self.take, self.job_id, len(self._fetched))
 
+    def _cancel_quietly(self, client: BackendClient) -> None:
+        """Best effort: the take fails with its first error whatever the cancel answers."""
+        if self.job_id is not None:
+            with contextlib.suppress(BackendError, BackendUnreachable):
+                client.cancel(self.job_id)
+
     # --- helpers -----------------------------------------------------------------------------
 
     @property
@@ -354,9 +506,12 @@ class JobRunner:
         assert self.job_id is not None
         return self.job_id
 
+    def _told_to_stop(self) -> bool:
+        return self._cancel.is_set() or self._detach.is_set()
+
     def _check(self) -> None:
         """Stop between two steps when told to (cancel or detach)."""
-        if self._cancel.is_set() or self._detach.is_set():
+        if self._told_to_stop():
             raise _Stop
 
     def _wait(self) -> None:

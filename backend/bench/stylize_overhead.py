@@ -1,10 +1,11 @@
 """Part 1: what the service adds to a stylize job, against the diffusers pipeline called directly.
 
 The same job both ways: the tiny models, the same frames and passes, seed, steps and
-ControlNets. Through the service: the real backend process, create + upload + start + poll +
-download over HTTP. Directly: AnimateDiffVideoToVideoControlNetPipeline built from the same
-components (loaded by the backend's own loader from the same models folder), fed the same
-conditioning images in memory. Both sides are warmed first (models loaded, pipelines built,
+ControlNets. Through the service: the real backend process driven by the add-on's own job runner
+(client/jobs.py) from input files on disk, as a take runs: check + create + upload (in
+parallel) + start + poll + download over HTTP. Directly: AnimateDiffVideoToVideoControlNetPipeline
+built from the same components (loaded by the backend's own loader from the same models folder),
+fed the same conditioning images in memory. Both sides are warmed first (models loaded, pipelines built,
 one throwaway run), so model loading is reported apart from the run. Fusion is turned off on
 the service side: it is a feature to measure (part 3), not overhead.
 """
@@ -12,17 +13,25 @@ the service side: it is a feature to measure (part 3), not overhead.
 from __future__ import annotations
 
 import statistics
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from client.frames import frame_file
+from client.http import BackendClient, Connection
+from client.jobs import Done, JobRunner, Message
+from client.request import ControlNetSetting, Request, Settings, build_request
+from client.request import Shot as ShotInfo
+
 from ..pipelines.base import Pass
 from ..pipelines.stylize_params import StylizeParams
 from .stylize_report import Table, heading, note, number, print_result, ratio
-from .stylize_service import JobTiming, SharedService, run_job
+from .stylize_service import ServiceError, SharedService
 from .stylize_shot import Shot, make_shot
 
 NETS = (
@@ -44,22 +53,134 @@ class OverheadConfig:
     poll_interval: float
 
 
-def job_params(cfg: OverheadConfig) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "prompt": "a watercolour painting of a red ball",
-        "seed": 7,
-        "steps": cfg.steps,
-        "guidance": 7.5,
-        "strength": cfg.strength,
-        "mode": "video2video",
-        "scheduler": "ddim",
-        "controlnets": [dict(n) for n in NETS],
-        "chunk_size": max(cfg.frames, 2),
-        "overlap": 0,
-    }
-    if "temporal_fusion" in StylizeParams.model_fields:
-        params["temporal_fusion"] = False
-    return params
+def job_request(cfg: OverheadConfig) -> Request:
+    """The job as the add-on builds it from the scene's settings; its params feed both sides."""
+    settings = Settings(
+        prompt="a watercolour painting of a red ball",
+        seed=7,
+        steps=cfg.steps,
+        guidance=7.5,
+        strength=cfg.strength,
+        stylize_mode="video2video",
+        scheduler="ddim",
+        controlnets=tuple(
+            ControlNetSetting(n["pass"], True, n.get("scale", 1.0), end=n.get("end", 1.0))
+            for n in NETS
+        ),
+        chunk_size=max(cfg.frames, 2),
+        overlap=0,
+        temporal_fusion=False,
+    )
+    shot = ShotInfo(cfg.width, cfg.height, tuple(range(cfg.frames)))
+    return build_request("stylize", settings, shot)
+
+
+def write_inputs(shot: Shot, request: Request, folder: Path) -> dict[tuple[str, int], Path]:
+    """The passes the request uploads, as files: what Blender leaves in a take's folder."""
+    files = {}
+    for name, frames in request.inputs().items():
+        p = Pass(name)
+        ext = "png" if p in (Pass.BEAUTY, Pass.LINEART) else "exr"
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for f in frames:
+            path = folder / name / f"{f:04d}.{ext}"
+            path.write_bytes(shot.frames[f].encoded(p))
+            files[name, f] = path
+    return files
+
+
+def bytes_per_frame(files: dict[tuple[str, int], Path], frames: int) -> dict[str, float]:
+    """Bytes uploaded per output frame, by pass."""
+    out: dict[str, float] = {}
+    for (name, _), path in sorted(files.items()):
+        out[name] = out.get(name, 0.0) + path.stat().st_size / frames
+    return out
+
+
+class TimedClient(BackendClient):
+    """The add-on's client, noting when each request of a job began and ended (any thread)."""
+
+    def __init__(self, connection: Connection) -> None:
+        super().__init__(connection)
+        self.calls: list[tuple[str, str, float, float]] = []  # method, path, began, ended
+        self.done_seen: tuple[float, dict[str, Any]] | None = None
+        self._noted = threading.Lock()
+
+    def _request(self, method: str, path: str, **kw: Any) -> bytes:
+        began = time.time()
+        answer = super()._request(method, path, **kw)
+        with self._noted:
+            self.calls.append((method, path, began, time.time()))
+        return answer
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        job = super().job(job_id)
+        if job["state"] == "done" and self.done_seen is None:
+            self.done_seen = (time.time(), job)
+        return job
+
+
+@dataclass(frozen=True)
+class RunnerTiming:
+    """Wall-clock phases of one take as the job runner drove it (seconds)."""
+
+    check_s: float  # health + the request's check, before anything is read
+    upload_s: float  # create -> the last input PUT answered
+    start_s: float  # the start request
+    server_s: float  # start answered -> the server marked the job done (the server's own clock)
+    poll_s: float  # the server marked it done -> the runner's poll saw it
+    download_s: float  # every output GET, added up (some run while the job still runs)
+    total_s: float  # runner started -> its final message
+    outputs: dict[int, bytes] = field(repr=False)
+
+
+def run_take(
+    client: BackendClient, request: Request, inputs: dict[tuple[str, int], Path], work: Path,
+    poll_interval: float,
+) -> RunnerTiming:  # fmt: skip
+    """One take through the add-on's job runner, on this thread (as in background mode)."""
+    timed = TimedClient(client.connection)
+    take = f"bench-{uuid.uuid4().hex[:12]}"
+    runner = JobRunner(take, lambda: timed, work / take, request=request, inputs=inputs,
+                       poll_interval=poll_interval)  # fmt: skip
+    began = time.time()
+    runner.run()
+    ended = time.time()
+    final: Message | None = None
+    while not runner.messages.empty():
+        final = runner.messages.get_nowait()
+    if not isinstance(final, Done) or timed.done_seen is None:
+        raise ServiceError(f"the take did not finish: {final}")
+    return phases(timed, timed.done_seen, (began, ended), final)
+
+
+def phases(
+    timed: TimedClient,
+    done_seen: tuple[float, dict[str, Any]],
+    run: tuple[float, float],
+    done: Done,
+) -> RunnerTiming:
+    def span(method: str, tail: str) -> tuple[float, float]:
+        hits = [(b, e) for m, p, b, e in timed.calls if m == method and p.endswith(tail)]
+        return min(b for b, _ in hits), max(e for _, e in hits)
+
+    check = span("GET", "/v1/health")[0], span("POST", "/v1/jobs/check")[1]
+    create = span("POST", "/v1/jobs")
+    uploads = span("PUT", "")  # every PUT is an input
+    start = span("POST", "/start")
+    seen, job = done_seen
+    server_done = float(job["updated_at"])
+    download = sum(e - b for m, p, b, e in timed.calls if m == "GET" and "/outputs/" in p)
+    return RunnerTiming(
+        check_s=check[1] - check[0],
+        upload_s=uploads[1] - create[0],
+        start_s=start[1] - start[0],
+        server_s=server_done - start[1],
+        poll_s=seen - server_done,
+        download_s=download,
+        total_s=run[1] - run[0],
+        outputs={f: (done.directory / frame_file(f)).read_bytes() for f in done.frames},
+    )
 
 
 class DirectRun:
@@ -233,6 +354,47 @@ def server_side_work(
     return ServerSideWork(t1 - t0, t2 - t1, t3 - t2)
 
 
+@dataclass
+class Measured:
+    """The three sides' timed runs (interleaved) and what loading cost."""
+
+    request: Request
+    inputs: dict[tuple[str, int], Path]  # the files every take uploads
+    warm: RunnerTiming
+    load_s: float
+    service: list[RunnerTiming] = field(default_factory=list)
+    worker_s: list[float] = field(default_factory=list)
+    direct_s: list[float] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+
+
+def measure(cfg: OverheadConfig, workdir: Path, service: SharedService, shot: Shot) -> Measured:
+    request = job_request(cfg)
+    params = request.params()
+    inputs = write_inputs(shot, request, workdir / "inputs")
+    client = service.get()
+    takes = workdir / "takes"
+    local: InProcessWorker | None = None
+    try:
+        warm = run_take(client, request, inputs, takes, cfg.poll_interval)  # loads models
+        t0 = time.perf_counter()
+        direct = DirectRun(service.models, params, shot)
+        measured = Measured(request, inputs, warm, time.perf_counter() - t0)
+        direct()  # warm-up: first-call allocations, as the service's throwaway job
+        local = InProcessWorker(workdir / "in-process", service.models)
+        local.run(shot, params, cfg.poll_interval)  # warm-up: its own model cache
+        for _ in range(cfg.repeats):  # interleaved, so a change in machine load hits all three
+            measured.service.append(run_take(client, request, inputs, takes, cfg.poll_interval))
+            measured.worker_s.append(local.run(shot, params, cfg.poll_interval))
+            t0 = time.perf_counter()
+            measured.images = direct()
+            measured.direct_s.append(time.perf_counter() - t0)
+    finally:
+        if local is not None:
+            local.stop()
+    return measured
+
+
 def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str, float | None]:
     import torch
 
@@ -247,55 +409,36 @@ def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str,
         f"{cfg.poll_interval * 1000:.0f} ms; median of {cfg.repeats} run(s) after one warm-up"
     )
     note(f"load average before: {load_average()}")
-    models = service.models
     shot = make_shot(cfg.width, cfg.height, cfg.frames)
-    params = job_params(cfg)
-    client = service.get()
-    local: InProcessWorker | None = None
-    try:
-        warm = run_job(client, shot, params, poll_interval=cfg.poll_interval)  # loads models
-        t0 = time.perf_counter()
-        direct = DirectRun(models, params, shot)
-        load_s = time.perf_counter() - t0
-        direct()  # warm-up: first-call allocations, as the service's throwaway job
-        local = InProcessWorker(workdir / "in-process", models)
-        local.run(shot, params, cfg.poll_interval)  # warm-up: its own model cache
-        service_runs: list[JobTiming] = []
-        local_s: list[float] = []
-        direct_s: list[float] = []
-        images: list[np.ndarray] = []
-        for _ in range(cfg.repeats):  # interleaved, so a change in machine load hits all three
-            service_runs.append(run_job(client, shot, params, poll_interval=cfg.poll_interval))
-            local_s.append(local.run(shot, params, cfg.poll_interval))
-            t0 = time.perf_counter()
-            images = direct()
-            direct_s.append(time.perf_counter() - t0)
-    finally:
-        if local is not None:
-            local.stop()
-
-    last = service_runs[-1]
+    m = measure(cfg, workdir, service, shot)
+    last = m.service[-1]
     served = [
         decode(last.outputs[f], max_pixels=1 << 26, expect_size=None, pass_=Pass.BEAUTY)
         for f in range(cfg.frames)
     ]
     diff = max(
         float(np.abs(np.rint(s * 255.0) - np.rint(np.clip(i, 0.0, 1.0) * 255.0)).max())
-        for s, i in zip(served, images, strict=True)
+        for s, i in zip(served, m.images, strict=True)
     )
-    work = server_side_work(shot, params, images)
+    work = server_side_work(shot, m.request.params(), m.images)
+    figures = report(cfg, service, m, work, diff)
+    figures.update(print_bytes(m.inputs, shot, cfg.frames))
+    note(f"load average after: {load_average()}")
+    print_result("overhead", figures)
+    return figures
 
+
+def report(
+    cfg: OverheadConfig, service: SharedService, m: Measured, work: ServerSideWork, diff: float
+) -> dict[str, float | None]:
     def median(values: list[float]) -> float:
         return float(statistics.median(values))
 
-    total = median([r.total_s for r in service_runs])
-    plain = median(direct_s)
-    worker = median(local_s)
-    server = median([r.server_s for r in service_runs])
-    upload = median([r.upload_s for r in service_runs])
-    start = median([r.start_s for r in service_runs])
-    poll = median([r.poll_s for r in service_runs])
-    download = median([r.download_s for r in service_runs])
+    def phase(name: str) -> float:
+        return median([getattr(r, name) for r in m.service])
+
+    total, plain, worker = phase("total_s"), median(m.direct_s), median(m.worker_s)
+    server = phase("server_s")
     glue = worker - plain - work.decode_s - work.condition_s - work.encode_s
     phases = Table(["where the service's time goes", "seconds", "share"])
     for label, seconds in (
@@ -305,10 +448,11 @@ def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str,
         ("outputs encoded as PNG (timed here)", work.encode_s),
         ("worker glue: queue, files, SQLite, progress", glue),
         ("HTTP server + polling beside the worker", server - worker),
-        ("upload: create + inputs over HTTP", upload),
-        ("start request", start),
-        ("poll latency: done -> seen", poll),
-        ("download: outputs over HTTP", download),
+        ("check before rendering: health + models", phase("check_s")),
+        ("upload: create + inputs over HTTP (parallel)", phase("upload_s")),
+        ("start request", phase("start_s")),
+        ("poll latency: done -> seen", phase("poll_s")),
+        ("download: outputs over HTTP (summed)", phase("download_s")),
         ("service total", total),
     ):
         phases.add(label, number(seconds), f"{100.0 * seconds / total:.1f} %")
@@ -319,9 +463,9 @@ def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str,
     overhead = ratio(total, plain)
     summary = Table(["figure", "value"])
     summary.add("backend start to ready (s)", number(service.start_s, 2))
-    summary.add("warm-up job incl. model load (s)", number(warm.total_s, 2))
-    summary.add("direct: models loaded, pipeline built (s)", number(load_s, 2))
-    summary.add("service wall time (s)", number(total))
+    summary.add("warm-up take incl. model load (s)", number(m.warm.total_s, 2))
+    summary.add("direct: models loaded, pipeline built (s)", number(m.load_s, 2))
+    summary.add("service wall time, the add-on's job runner (s)", number(total))
     summary.add("in-process worker, no HTTP (s)", number(worker))
     summary.add("direct wall time (s)", number(plain))
     summary.add("ratio service / direct (aim <= 1.10)", number(overhead))
@@ -329,20 +473,34 @@ def run(cfg: OverheadConfig, workdir: Path, service: SharedService) -> dict[str,
     summary.add("max output difference, service vs direct (0..255)", number(diff, 1))
     print()
     summary.print()
-    note(f"load average after: {load_average()}")
-    figures: dict[str, float | None] = {
+    return {
         "service_s": total,
         "worker_s": worker,
         "direct_s": plain,
         "ratio": overhead,
         "worker_ratio": ratio(worker, plain),
-        "upload_s": upload,
-        "poll_s": poll,
-        "download_s": download,
+        "check_s": phase("check_s"),
+        "upload_s": phase("upload_s"),
+        "poll_s": phase("poll_s"),
+        "download_s": phase("download_s"),
         "max_diff": diff,
     }
-    print_result("overhead", figures)
-    return figures
+
+
+def print_bytes(
+    inputs: dict[tuple[str, int], Path], shot: Shot, frames: int
+) -> dict[str, float | None]:
+    """Bytes uploaded per frame, by pass: what a take costs on the uplink to the backend."""
+    per_pass = bytes_per_frame(inputs, frames)
+    table = Table(["bytes uploaded per frame", "bytes"])
+    for name, size in per_pass.items():
+        table.add(name, f"{size:,.0f}")
+    total = sum(per_pass.values())
+    table.add("total", f"{total:,.0f}")
+    print()
+    table.print()
+    note(f"{shot.width}x{shot.height}: PNG for beauty and line art, OpenEXR for the float passes")
+    return {"bytes_per_frame": total, **{f"bytes_{name}": size for name, size in per_pass.items()}}
 
 
 def load_average() -> str:

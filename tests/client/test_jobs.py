@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import socket
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 
-from client.backend import BackendConfig, BackendMode, check, connect, is_loopback
+from client.backend import BackendConfig, BackendMode, check, connect, describe, is_loopback
 from client.frames import frame_file
-from client.http import BackendClient, BackendUnreachable, Connection
+from client.http import API_VERSION, BackendClient, BackendUnreachable, Connection
 from client.jobs import (
     Canceled,
     Created,
@@ -29,7 +33,7 @@ from client.jobs import (
     atomic_write,
 )
 from client.launcher import LaunchError, read_ready, stop
-from client.request import Settings, Shot, build_request, from_json
+from client.request import ControlNetSetting, Request, Settings, Shot, build_request, from_json
 from tests.backend.images import png_bytes, png_pixels, textured_square_scene
 from tests.backend.server import REPO
 
@@ -216,7 +220,10 @@ def test_backend_refusals_are_reported_in_its_words(local: BackendConfig, tmp_pa
                        request=request, inputs=inputs)  # fmt: skip
     runner.run()
     final = list(_all(runner.messages))[-1]
-    assert isinstance(final, Failed) and "keyframe frame 1" in final.message
+    assert isinstance(final, Failed)
+    # both keys are refused; uploaded in parallel, either refusal may come back first
+    assert final.message.startswith(("keyframe frame 1: ", "keyframe frame 2: ")), final.message
+    assert "48×32 pixels but the job is 96×32" in final.message
 
 
 def test_remote_config_and_status_lines(local: BackendConfig) -> None:
@@ -233,6 +240,14 @@ def test_remote_config_and_status_lines(local: BackendConfig) -> None:
         connect(BackendConfig(BackendMode.REMOTE, REPO, Path(), Path(), url=running.url))
     with pytest.raises(BackendUnreachable, match="http"):
         connect(BackendConfig(BackendMode.REMOTE, REPO, Path(), Path(), url="gpu", token="x"))
+
+
+def test_check_backend_says_when_the_api_versions_differ() -> None:
+    health = {"api": "v2", "version": "2.0.0", "device": "cpu", "pipelines": {}}
+    lines = describe(health, {}, "http://gpu-box:8000")
+    assert lines[0] == "Backend 2.0.0 (API v2) on cpu"
+    assert lines[1].startswith("The backend at http://gpu-box:8000 speaks API v2")
+    assert len(describe({**health, "api": API_VERSION}, {})) == 1
 
 
 def next_message(runner: JobRunner, timeout: float = 30.0) -> Message:
@@ -326,3 +341,256 @@ def _all(q: queue.Queue[Message]) -> Iterator[Message]:
             yield q.get_nowait()
         except queue.Empty:
             return
+
+
+# --- parallel uploads ---------------------------------------------------------------------------
+
+
+class UploadGate:
+    """Wraps a client's upload method: records every call, counts the uploads in flight, and
+    holds the calls for `held` frames until `release()`, or (with `open_at`) until that many
+    are in flight at once. A hold that outlives `patience` lets go, so a broken runner fails
+    the test's assertions instead of hanging it."""
+
+    def __init__(
+        self,
+        client: BackendClient,
+        held: Callable[[int], bool] = lambda frame: True,
+        open_at: int | None = None,
+        patience: float = 10.0,
+    ) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.in_flight = 0
+        self.peak = 0
+        self._state = threading.Condition()
+        self._open = False
+        real = client.upload
+
+        def may_go() -> bool:
+            return self._open or (open_at is not None and self.peak >= open_at)
+
+        def upload(job_id: str, pass_name: str, frame: int, data: bytes) -> dict:
+            with self._state:
+                self.calls.append((pass_name, frame))
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+                self._state.notify_all()
+                if held(frame) and not self._state.wait_for(may_go, timeout=patience):
+                    self._open = True
+            try:
+                return real(job_id, pass_name, frame, data)
+            finally:
+                with self._state:
+                    self.in_flight -= 1
+                    self._state.notify_all()
+
+        client.upload = upload  # type: ignore[method-assign]
+
+    def wait_in_flight(self, count: int, timeout: float = 30.0) -> bool:
+        with self._state:
+            return self._state.wait_for(lambda: self.in_flight >= count, timeout)
+
+    def release(self) -> None:
+        with self._state:
+            self._open = True
+            self._state.notify_all()
+
+
+def many_keys(tmp_path: Path, count: int) -> tuple[Request, dict[tuple[str, int], Path]]:
+    """An in-between on every other frame: `count` keyframes to upload."""
+    keys = tuple(range(1, 2 * count, 2))
+    request = build_request(
+        "inbetween", Settings(), Shot(W, H, tuple(range(1, keys[-1] + 1)), keys)
+    )
+    return request, keys_on_disk(tmp_path / "keys", {k: 2 + k for k in keys})
+
+
+def final_message(runner: JobRunner, timeout: float = 30.0) -> Message:
+    """The runner's final message, without waiting for its thread to end."""
+    while not isinstance(message := next_message(runner, timeout), Done | Failed | Canceled):
+        pass
+    return message
+
+
+def test_uploads_overlap_and_the_job_starts_after_the_last(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    request, inputs = many_keys(tmp_path, 8)
+    client = client_for(local)
+    gate = UploadGate(client, open_at=4)  # each upload waits until four are in flight
+    started_with: list[tuple[int, int]] = []
+    start = client.start
+
+    def counted_start(job_id: str) -> dict:
+        started_with.append((len(gate.calls), gate.in_flight))
+        return start(job_id)
+
+    client.start = counted_start  # type: ignore[method-assign]
+    runner = JobRunner("parallel", lambda: client, tmp_path / "o", request=request,
+                       inputs=inputs, poll_interval=0.05)  # fmt: skip
+    runner.start()
+    messages = drain(runner)
+    assert isinstance(messages[-1], Done), messages[-1]
+    assert gate.peak == 4  # four at once, never more
+    assert sorted(gate.calls) == sorted(inputs)
+    assert started_with == [(8, 0)]  # started once, after every upload had returned
+    counts = [m.done for m in messages if isinstance(m, Progress) and m.stage == "uploading"]
+    assert counts == list(range(1, 9))
+
+
+def test_a_failed_upload_fails_the_take_and_nothing_more_is_sent(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    """Two uploaders: the first holds key 1 while the second sends key 3, which the backend
+    refuses; no later key is sent, the take fails in the backend's words before the held upload
+    ends, and the half-fed job is canceled on the backend."""
+    request, inputs = many_keys(tmp_path, 8)
+    inputs[("keyframe", 3)].write_bytes(png_bytes(textured_square_scene(W * 2, H, 4)))
+    client = client_for(local)
+    gate = UploadGate(client, held=lambda frame: frame == 1)
+    runner = JobRunner("upload-error", lambda: client, tmp_path / "o", request=request,
+                       inputs=inputs, poll_interval=0.05, upload_workers=2)  # fmt: skip
+    runner.start()
+    final = final_message(runner)
+    assert isinstance(final, Failed) and not final.unreachable
+    assert final.message.startswith("keyframe frame 3:"), final.message
+    assert sorted(gate.calls) == [("keyframe", 1), ("keyframe", 3)]
+    gate.release()
+    assert runner.join(30)
+    assert sorted(gate.calls) == [("keyframe", 1), ("keyframe", 3)]
+    assert client_for(local).job(runner.job_id)["state"] == "canceled"
+
+
+def test_cancel_mid_upload_stops_at_once_and_sends_nothing_more(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    request, inputs = many_keys(tmp_path, 8)
+    client = client_for(local)
+    gate = UploadGate(client)
+    runner = JobRunner("cancel-uploads", lambda: client, tmp_path / "o", request=request,
+                       inputs=inputs, poll_interval=0.05)  # fmt: skip
+    runner.start()
+    assert gate.wait_in_flight(4)
+    runner.cancel()
+    final = final_message(runner)  # while the four uploads in flight are still held
+    assert isinstance(final, Canceled) and final.job_id == runner.job_id
+    assert len(gate.calls) == 4
+    gate.release()
+    assert runner.join(30)
+    assert len(gate.calls) == 4  # the held ones finished; none started after the cancel
+    assert client_for(local).job(runner.job_id)["state"] == "canceled"
+
+
+# --- the check before anything is rendered ------------------------------------------------------
+
+
+class CountingFeed(InputFeed):
+    """An input feed that counts how often the runner asked it for an input."""
+
+    reads = 0
+
+    def next(self, timeout: float) -> tuple[str, int, Path] | None:
+        self.reads += 1
+        return super().next(timeout)
+
+
+def test_a_model_that_is_not_installed_fails_before_any_input_is_read(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    settings = Settings(
+        prompt="ink",
+        checkpoint="sd15-not-installed",
+        controlnets=(ControlNetSetting("depth", enabled=True),),
+    )
+    request = build_request("stylize", settings, Shot(W, H, (1, 2)))
+    feed = CountingFeed(expected=4)
+    client = client_for(local)
+    before = {j["id"] for j in client.jobs()}
+    runner = JobRunner("no-model", lambda: client_for(local), tmp_path / "o",
+                       request=request, inputs=feed)  # fmt: skip
+    runner.start()
+    said = drain(runner)
+    final = said[-1]
+    assert isinstance(final, Failed) and final.job_id is None and not final.unreachable
+    assert final.message.startswith("models missing: ") and "sd15-not-installed" in final.message
+    assert [m for m in said if not isinstance(m, Failed)] == []
+    assert feed.reads == 0
+    assert {j["id"] for j in client.jobs()} == before
+    assert runner.ready.is_set()  # set when the runner ends, too: nobody waits on it forever
+
+
+class FutureBackend(BaseHTTPRequestHandler):
+    """A stand-in for a backend of a later API: its health says v2, every other route is 404."""
+
+    asked: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.asked.append(f"GET {self.path}")
+        if self.path == "/v1/health":
+            self.answer(200, {"api": "v2", "version": "2.0.0", "device": "cpu", "pipelines": {}})
+        else:
+            self.answer(404, {"detail": "Not Found"})
+
+    def do_POST(self) -> None:
+        self.asked.append(f"POST {self.path}")
+        self.answer(404, {"detail": "Not Found"})
+
+    def answer(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def future_backend() -> Iterator[str]:
+    FutureBackend.asked = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FutureBackend)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_a_backend_of_another_api_version_is_refused_first(
+    future_backend: str, tmp_path: Path
+) -> None:
+    request = build_request("inbetween", Settings(), Shot(W, H, (1, 2, 3), (1, 3)))
+    feed = CountingFeed(expected=2)
+    connection = Connection(future_backend, "t" * 20, timeout=5)
+    runner = JobRunner("v2", lambda: BackendClient(connection), tmp_path,
+                       request=request, inputs=feed)  # fmt: skip
+    runner.start()
+    final = drain(runner)[-1]
+    assert isinstance(final, Failed) and final.job_id is None and not final.unreachable
+    assert f"speaks API v2 (Framesmith 2.0.0) and this add-on speaks {API_VERSION}" in (
+        final.message
+    )
+    assert "same Framesmith version" in final.message
+    assert FutureBackend.asked == ["GET /v1/health"]
+    assert feed.reads == 0 and runner.ready.is_set()
+
+
+def test_a_request_the_backend_can_run_passes_the_check_and_sets_ready(
+    local: BackendConfig, tmp_path: Path
+) -> None:
+    request = build_request("inbetween", Settings(), Shot(W, H, (1, 2, 3), (1, 3)))
+    feed = InputFeed(expected=2)
+    runner = JobRunner("checked", lambda: client_for(local), tmp_path / "o",
+                       request=request, inputs=feed)  # fmt: skip
+    assert not runner.ready.is_set()
+    runner.start()
+    assert runner.ready.wait(30)
+    assert runner.alive  # waiting for the inputs Blender is about to render
+    assert isinstance(next_message(runner), Created)
+    for key, path in keys_on_disk(tmp_path / "keys", {1: 4, 3: 12}).items():
+        feed.put(*key, path)
+    feed.close()
+    assert isinstance(drain(runner)[-1], Done)
