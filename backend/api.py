@@ -25,6 +25,7 @@ from .pipelines.base import (
     Pipeline,
     validation_text,
 )
+from .pipelines.stylize_params import ENGINE_WORKING_SIZE
 from .store import IdempotencyConflict, JobRecord, JobState, Store, UnsafePath
 from .worker import MAX_PIXELS, Worker
 
@@ -164,6 +165,9 @@ def create_app(services: Services) -> FastAPI:
             updated_at=job.updated_at,
         )
 
+    def engines() -> dict[str, Any]:
+        return {name: {"working_size": size} for name, size in ENGINE_WORKING_SIZE.items()}
+
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
         kinds: dict[str, Any] = {}
@@ -175,6 +179,7 @@ def create_app(services: Services) -> FastAPI:
             "version": __version__,
             "device": services.device,
             "pipelines": kinds,
+            "engines": engines(),
             "queue": {
                 "running": store.count(JobState.RUNNING),
                 "queued": store.count(JobState.QUEUED),
@@ -184,7 +189,9 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/v1/models")
     def models(rescan: bool = True) -> dict[str, Any]:
-        return services.models(rescan=rescan).to_json()
+        listing = services.models(rescan=rescan).to_json()
+        listing["engines"] = engines()
+        return listing
 
     def validated(body: JobCreate) -> tuple[Pipeline, JobSpec]:
         """The body's pipeline and job, params cleaned; HTTPException when it cannot be one."""

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import enum
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .http import BackendClient, BackendUnreachable, Connection, api_mismatch
 from .launcher import LaunchError, LaunchSpec, ensure_backend, find_running, stop
+from .sizing import DEFAULT_SHORT_SIDE
 
 
 class BackendMode(enum.StrEnum):
@@ -103,6 +104,15 @@ class ModelChoices:
     motion_adapters: tuple[str, ...] = ()
     loras: tuple[str, ...] = ()
     sparsectrls: tuple[str, ...] = ()
+    ip_adapters: tuple[str, ...] = ()
+    image_encoders: tuple[str, ...] = ()
+    # short side in pixels the stylize engine works at (the backend says it per engine)
+    working_size: int = DEFAULT_SHORT_SIDE
+
+    @classmethod
+    def name_kinds(cls) -> tuple[str, ...]:
+        """The fields that hold model names (every one but the working size)."""
+        return tuple(f.name for f in fields(cls) if f.name != "working_size")
 
     @classmethod
     def from_listing(cls, models: Any) -> ModelChoices:
@@ -112,7 +122,29 @@ class ModelChoices:
             entries = installed.get(kind, []) if isinstance(installed, dict) else []
             return tuple(sorted({str(e["name"]) for e in entries if isinstance(e, dict)}))
 
-        return cls(names("checkpoint"), names("motion_adapter"), names("lora"), names("sparsectrl"))
+        return cls(
+            names("checkpoint"),
+            names("motion_adapter"),
+            names("lora"),
+            names("sparsectrl"),
+            names("ip_adapter"),
+            names("image_encoder"),
+            engine_working_size(models, STYLIZE_ENGINE),
+        )
+
+
+STYLIZE_ENGINE = "animatediff"
+
+
+def engine_working_size(listing: Any, engine: str) -> int:
+    """The working size the backend gives for `engine` (`engines.<engine>.working_size` in
+    /v1/models), or SD1.5's 512 from a backend that does not say."""
+    engines = listing.get("engines") if isinstance(listing, dict) else None
+    entry = engines.get(engine) if isinstance(engines, dict) else None
+    size = entry.get("working_size") if isinstance(entry, dict) else None
+    if isinstance(size, int) and not isinstance(size, bool) and 64 <= size <= 4096:
+        return size
+    return DEFAULT_SHORT_SIDE
 
 
 def check(connection: Connection) -> list[str]:

@@ -15,11 +15,11 @@ import os
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backend import ModelChoices
+from .backend import STYLIZE_ENGINE, ModelChoices, engine_working_size
 
 FILE_NAME = "model_list.json"
 FORMAT = 1  # bump when the file's meaning changes; a file of another format reads as empty
@@ -90,8 +90,9 @@ def read(path: Path) -> Listing:
 
 def write(path: Path, kept: Listing) -> None:
     """Write the listing so that the file is either the old one or the new one, whole."""
-    names = {f.name: list(getattr(kept.choices, f.name)) for f in fields(ModelChoices)}
-    data = {"format": FORMAT, "checked_at": kept.checked_at, "models": names}
+    names = {kind: list(getattr(kept.choices, kind)) for kind in ModelChoices.name_kinds()}
+    data = {"format": FORMAT, "checked_at": kept.checked_at, "models": names,
+            "working_size": kept.choices.working_size}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -111,12 +112,15 @@ def _from_json(data: Any) -> Listing:
     models = data.get("models")
     if not isinstance(models, dict):
         return Listing()
-    values: dict[str, tuple[str, ...]] = {}
-    for f in fields(ModelChoices):  # kinds this version does not know are left out
-        names = models.get(f.name, [])
+    values: dict[str, Any] = {}
+    for kind in ModelChoices.name_kinds():  # kinds this version does not know are left out
+        names = models.get(kind, [])
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             return Listing()
-        values[f.name] = tuple(names)
+        values[kind] = tuple(names)
+    values["working_size"] = engine_working_size(
+        {"engines": {STYLIZE_ENGINE: {"working_size": data.get("working_size")}}}, STYLIZE_ENGINE
+    )
     checked_at = data.get("checked_at")
     if isinstance(checked_at, bool) or not isinstance(checked_at, int | float):
         checked_at = None

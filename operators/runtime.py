@@ -126,25 +126,32 @@ def _drop_renders(watched: Watched) -> None:
 
 
 def advance(take: str, render: bool = True) -> None:
-    """One step of a watched job on the main thread: render its next input frame (when `render`
-    and one is left), then apply every message its runner posted."""
+    """One step of a watched job on the main thread: apply every message its runner posted,
+    then (unless that ended the job) render its next input frame when `render` and one is left.
+    Messages first: a runner whose check refused the take has said so before it set `ready`."""
     watched = _watched.get(take)
     if watched is None:
         return
     scene = bpy.data.scenes.get(watched.scene_name)
+    if _drain(take, watched, scene):
+        return
     if render and watched.renders is not None and scene is not None and _ready(watched.runner):
         _render_step(watched, scene)
+
+
+def _drain(take: str, watched: Watched, scene: bpy.types.Scene | None) -> bool:
+    """Apply the runner's messages; whether one of them ended the job."""
     while True:
         try:
             message = watched.runner.messages.get_nowait()
         except queue.Empty:
-            return
+            return False
         if scene is not None:
             apply(scene, message)
         if isinstance(message, FINAL):
             _drop_renders(watched)
             _watched.pop(take, None)
-            return
+            return True
 
 
 def _ready(job_runner: JobRunner) -> bool:

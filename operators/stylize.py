@@ -22,9 +22,9 @@ from ..client.request import (
     StylizeRequest,
     build_request,
 )
-from ..client.sizing import DEFAULT_SHORT_SIDE, SizeError, working_size
+from ..client.sizing import SizeError, working_size
 from ..properties import to_settings
-from . import common, modal, render
+from . import common, modal, render, runtime
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REFERENCE_FOLDER = "references"  # in the output folder: style references as uploaded
@@ -88,7 +88,7 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
 def stylize_size(scene: bpy.types.Scene) -> tuple[int, int]:
     """The size the shot is rendered, sent and stylized at: the render's aspect with the short
     side at the engine's working size (the backend's, as last listed, or the user's)."""
-    short_side = scene.framesmith.working_size or DEFAULT_SHORT_SIDE
+    short_side = scene.framesmith.working_size or runtime.model_choices().working_size
     try:
         return working_size(render.output_size(scene), short_side)
     except SizeError as exc:

@@ -19,6 +19,9 @@ MOTION_WINDOW = 16
 DEFAULT_OVERLAP = 4
 MAX_CHUNK = 256
 MAX_SEED = 2**63 - 1
+# Short side in pixels each stylize engine works best at (what its model was trained at): the
+# add-on renders and sends a shot's frames at it. SD1.5 / AnimateDiff: 512.
+ENGINE_WORKING_SIZE = {"animatediff": 512}
 
 Mode = Literal["video2video", "text2video", "per_frame"]
 SchedulerName = Literal["ddim", "euler_a", "dpmpp_2m", "lcm"]

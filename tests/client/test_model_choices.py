@@ -24,6 +24,17 @@ def test_choices_from_the_listing_by_kind() -> None:
     assert ModelChoices.from_listing(None) == ModelChoices()
 
 
+def test_the_stylize_working_size_comes_from_the_backends_engines() -> None:
+    listing = {"installed": {"ip_adapter": [{"name": "ip"}], "image_encoder": [{"name": "enc"}]},
+               "engines": {"animatediff": {"working_size": 640}}}  # fmt: skip
+    choices = ModelChoices.from_listing(listing)
+    assert (choices.ip_adapters, choices.image_encoders) == (("ip",), ("enc",))
+    assert choices.working_size == 640
+    for bad in (None, {}, {"animatediff": {"working_size": "big"}},
+                {"animatediff": {"working_size": True}}, {"animatediff": {"working_size": 10**6}}):  # fmt: skip
+        assert ModelChoices.from_listing({"engines": bad}).working_size == 512  # SD1.5's
+
+
 def test_chosen_models_go_into_params_and_come_back_from_the_job() -> None:
     settings = Settings(prompt="ink", checkpoint="toon", lora="lines", lora_weight=0.5)
     request = build_request("stylize", settings, Shot(64, 48, (1, 2)))

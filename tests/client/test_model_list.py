@@ -12,7 +12,9 @@ import pytest
 from client.backend import ModelChoices
 from client.model_list import FILE_NAME, Listing, ModelList, read, write
 
-FOUND = ModelChoices(("anime", "toon"), ("mm-v3",), ("lines",), ("rgb",))
+FOUND = ModelChoices(
+    ("anime", "toon"), ("mm-v3",), ("lines",), ("rgb",), ("ip-plus",), ("vit-h",), working_size=768
+)
 
 
 def test_a_listing_survives_a_restart_with_the_time_of_its_check(tmp_path: Path) -> None:
