@@ -67,7 +67,8 @@ def restart_listing(runtime: ModuleType) -> None:
     leave this session's preferences fixture dangling; a real new process is tested below.)"""
     model_menus = sys.modules[f"{ADDON}.model_menus"]
     model_menus.unregister()
-    assert not any(vars(runtime.model_choices()).values())  # nothing in memory any more
+    empty = type(runtime.model_choices())()
+    assert runtime.model_choices() == empty  # nothing in memory any more
     model_menus.register()
 
 
