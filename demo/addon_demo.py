@@ -100,6 +100,9 @@ def main(argv: list[str]) -> int:
     settings.seed = 7
     settings.steps = 4
     settings.stylize_mode = "VIDEO2VIDEO"
+    # Tiny random models paint noise at any size: stylize at the shot's own 144 px instead of
+    # SD1.5's 512 px working size, which a real checkpoint gets by default.
+    settings.working_size = scene.render.resolution_y * scene.render.resolution_percentage // 100
     settings.controlnet_depth.enabled = True
     settings.controlnet_lineart.enabled = True
     results["stylize"] = run_operator("stylize")
