@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
 from .client.backend import BackendConfig, BackendMode, default_python, is_loopback
+from .client.installer import TORCH_VERSION
 
 ROOT = Path(__file__).resolve().parent  # the extension's folder; holds the `backend` package
 
@@ -61,6 +62,41 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
     )
 
+    install_torch_build: EnumProperty(
+        name="Torch Build",
+        description="Which torch Install Backend puts into the environment",
+        items=(
+            (
+                "auto",
+                "Auto",
+                "CUDA where an NVIDIA driver is found, Apple's build on a Mac, else CPU",
+            ),
+            ("cuda", "NVIDIA CUDA", "The CUDA build that matches the NVIDIA driver"),
+            ("cpu", "CPU", "The CPU build: small download, slow generation"),
+            ("default", "Package Index", "Whatever the package index serves (Apple: Metal)"),
+        ),
+        default="auto",
+    )
+    install_torch_version: StringProperty(
+        name="Torch Version",
+        description="The torch release to install (tested with this one). Empty: no torch step,"
+        " for a requirements file that brings its own",
+        default=TORCH_VERSION,
+    )
+    install_index_url: StringProperty(
+        name="Package Index",
+        description="Where the backend's packages come from (a mirror's simple/ URL)."
+        " Empty: PyPI, or the index your pip configuration names",
+    )
+    install_torch_index_url: StringProperty(
+        name="Torch Index",
+        description="Where torch comes from. Empty: PyTorch's own index for the chosen build",
+    )
+    install_progress: FloatProperty(
+        name="Install Progress", min=0.0, max=1.0, subtype="FACTOR", options={"SKIP_SAVE"}
+    )
+    install_message: StringProperty(name="Install Message")
+
     def draw(self, context: bpy.types.Context) -> None:
         from .operators import runtime  # runtime state only: no network in draw()
 
@@ -71,7 +107,11 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
             layout.prop(self, "python_path")
             python = self.python_path or default_python(ROOT)
             if not python:
-                layout.label(text="Choose the backend environment's Python", icon="ERROR")
+                layout.label(
+                    text="Install the backend below, or choose its environment's Python",
+                    icon="ERROR",
+                )
+            self.draw_install(layout.box())
             layout.prop(self, "device")
             layout.prop(self, "models_dir", placeholder=str(models_dir(self)))
             layout.prop(self, "data_dir", placeholder=str(data_dir(self)))
@@ -93,6 +133,23 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
         for line in runtime.backend_status().lines:
             box.label(text=line)
 
+    def draw_install(self, box: bpy.types.UILayout) -> None:
+        from .operators import install_backend  # runtime state only
+
+        row = box.row(align=True)
+        if install_backend.running():  # the bar says the step and the package in hand
+            text = f"{self.install_progress:.0%} · {self.install_message}"
+            row.progress(factor=self.install_progress, text=text)
+            row.operator("framesmith.install_backend_cancel", text="", icon="CANCEL")
+        else:
+            row.operator("framesmith.install_backend", icon="IMPORT")
+            if self.install_message:
+                box.label(text=self.install_message)
+        box.prop(self, "install_torch_build")
+        box.prop(self, "install_torch_version")
+        box.prop(self, "install_index_url", placeholder="PyPI")
+        box.prop(self, "install_torch_index_url", placeholder="PyTorch's index for the build")
+
 
 def get(context: bpy.types.Context | None = None) -> FramesmithPreferences:
     context = context or bpy.context
@@ -101,6 +158,11 @@ def get(context: bpy.types.Context | None = None) -> FramesmithPreferences:
 
 def _user_dir(name: str) -> Path:
     return Path(bpy.utils.extension_path_user(__package__, path=name, create=True))
+
+
+def backend_env_dir() -> Path:
+    """Where Install Backend makes the backend's environment."""
+    return _user_dir("backend-env")
 
 
 def data_dir(prefs: FramesmithPreferences) -> Path:

@@ -9,6 +9,7 @@ from . import (
     backend_stop,
     cancel,
     inbetween,
+    install_backend,
     open_folder,
     reattach,
     reimport,
@@ -27,6 +28,7 @@ _modules = (
     backend_check,
     open_folder,
     reattach,
+    install_backend,
 )
 
 
