@@ -37,11 +37,12 @@ def contact_sheet(
     rows: list[tuple[str, dict[int, Path]]], frames: list[int], keys: list[int], dest: Path
 ) -> None:
     tiles = []
+    h, w = cv2.imread(str(rows[0][1][frames[0]])).shape[:2]
     for label, files in rows:
         row = []
         for f in frames:
-            img = cv2.imread(str(files[f]))
-            img = cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+            img = cv2.imread(str(files[f]))  # a take at a working size is shown at the shot's
+            img = cv2.resize(img, (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
             tag = f"{f}{' key' if f in keys else ''}"
             cv2.putText(img, tag, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 2)
             cv2.putText(img, tag, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1)
