@@ -10,6 +10,24 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class OneLineFormatter(logging.Formatter):
+    """Every record's message on one line: a line break or other control character that came
+    from a request (a path, a job's error) is written as an escape, so no one can forge a log
+    line. Tracebacks, which the backend writes itself, keep their lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        if not message.isprintable():
+            record.message = "".join(
+                c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                for c in message
+            )
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
+
+
 def setup(data_dir: Path, level: int = logging.INFO) -> Path:
     log_dir = data_dir / "logs"
     log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -23,10 +41,10 @@ def setup(data_dir: Path, level: int = logging.INFO) -> Path:
     file_handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
     )
-    file_handler.setFormatter(logging.Formatter(FORMAT))
+    file_handler.setFormatter(OneLineFormatter(FORMAT))
     root.addHandler(file_handler)
     stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter(FORMAT))
+    stream.setFormatter(OneLineFormatter(FORMAT))
     root.addHandler(stream)
     return path
 

@@ -108,7 +108,6 @@ class Gate:
             await _close_websocket(send)
             return
         started = time.perf_counter()
-        self.config.last_request = time.monotonic()
         status_box = [0]
 
         async def send_logged(message: Message) -> None:
@@ -122,6 +121,8 @@ class Gate:
                 status, detail, extra = refusal
                 await _send_json(send_logged, status, detail, extra)
                 return
+            # only a client with the token keeps an idle backend up
+            self.config.last_request = time.monotonic()
             limit = self.config.body_limit(scope["method"], scope["path"])
             bounded = _bounded(receive, limit)
             if limit == self.config.max_upload_bytes and scope["method"] == "PUT":
@@ -131,8 +132,8 @@ class Gate:
             log.info(
                 "%s %s %s %d %.1fms",
                 _client(scope),
-                scope.get("method"),
-                scope.get("path"),
+                printable(str(scope.get("method"))),
+                printable(str(scope.get("path"))),
                 status_box[0],
                 (time.perf_counter() - started) * 1000,
             )
@@ -248,6 +249,16 @@ def _not_an_image_detail(path: str, head: bytes) -> str:
     except ValueError:
         what = "the upload"
     return f"{pass_name} frame {frame}: {not_an_image(head, what)}"
+
+
+def printable(text: str, limit: int = 2000) -> str:
+    """Text from a request made safe for one log line: control characters (a decoded %0A in a
+    path) written as escapes, so a request can never forge a line; long text shortened."""
+    out = "".join(
+        c if c.isprintable() and c != "\\" else c.encode("unicode_escape").decode("ascii")
+        for c in text[:limit]
+    )
+    return out + ("..." if len(text) > limit else "")
 
 
 def _headers(scope: Scope) -> dict[str, str]:

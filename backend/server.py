@@ -20,7 +20,7 @@ from typing import Any
 from . import API_VERSION, __version__, device, logs, pipelines
 from .files import atomic_write
 from .security import Gate, GateConfig, is_loopback
-from .store import DamagedStore, JobState, Store
+from .store import DEFAULT_MAX_AWAITING, DamagedStore, JobState, Store
 from .worker import Worker
 
 log = logging.getLogger("framesmith.server")
@@ -40,6 +40,10 @@ MAX_CONNECTIONS = 512
 HEADER_TIMEOUT_S = 5.0
 MAX_OPEN_FILES = 65536  # how far the soft open-files limit is raised toward the hard one
 DEFAULT_DECODE_BUDGET_MB = 2048
+# A job waiting for its inputs keeps an idle-exiting backend up while it got one (or was made)
+# this recently: the add-on renders a take for minutes before its last upload, and a Blender
+# that died mid-take must not keep the backend up for ever.
+AWAITING_KEEPS_ALIVE_S = 3600.0
 
 
 def make_private(path: Path) -> None:
@@ -79,6 +83,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--max-upload-mb", type=int, default=512, help="largest single upload")
     p.add_argument("--max-queue", type=int, default=64, help="queued jobs before 429")
+    p.add_argument(
+        "--max-awaiting",
+        type=int,
+        default=DEFAULT_MAX_AWAITING,
+        help="jobs that may wait for their inputs at once; past it the one idle longest"
+        f" expires (default {DEFAULT_MAX_AWAITING})",
+    )
     p.add_argument(
         "--decode-budget-mb",
         type=int,
@@ -191,13 +202,24 @@ def guarded_http_protocol(max_connections: int, header_timeout: float) -> type:
 
 
 def _exit_when_idle(server, store: Store, gate: GateConfig, idle_s: float) -> None:
+    """Exit after idle_s with no authorised request and no work: a queued or running job, or
+    one waiting for inputs that got one within AWAITING_KEEPS_ALIVE_S."""
     stop = threading.Event()
+    said_waiting = False
     while not stop.wait(min(idle_s, 5.0)):
-        busy = store.count(JobState.RUNNING) + store.count(JobState.QUEUED)
-        if busy == 0 and time.monotonic() - gate.last_request >= idle_s:
+        if time.monotonic() - gate.last_request < idle_s:
+            said_waiting = False
+            continue
+        if store.count(JobState.RUNNING) + store.count(JobState.QUEUED):
+            continue
+        waiting = store.count_awaiting_active(time.time() - max(idle_s, AWAITING_KEEPS_ALIVE_S))
+        if waiting == 0:
             log.info("idle for %.0f s with no job left: exiting", idle_s)
             server.should_exit = True
             return
+        if not said_waiting:
+            log.info("idle for %.0f s, but %d job(s) wait for inputs: staying up", idle_s, waiting)
+            said_waiting = True
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -251,6 +273,7 @@ def serve(args: argparse.Namespace) -> int:
         models_dir=models_dir,
         max_queue=args.max_queue,
         device="detecting",
+        max_awaiting=max(1, args.max_awaiting),
     )
     gate_config = GateConfig(
         token=token,
@@ -285,6 +308,10 @@ def serve(args: argparse.Namespace) -> int:
         worker.ready.set()
         for kind in pipelines.kinds():
             pipelines.load(kind)
+        try:  # once, here; later only on request (GET /v1/models?rescan=true)
+            services.scan_models()
+        except Exception:
+            log.exception("the models folder could not be scanned")
 
     worker.start()
     threading.Thread(target=warm_up, name="warm-up", daemon=True).start()

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import threading
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import TMP_MARK, atomic_write, sweep_temp_files
+from .files import TMP_MARK, _fsync_dir, atomic_write, sweep_temp_files
 from .pipelines.base import JobSpec, Pass, PipelineError
 
 log = logging.getLogger("framesmith.store")
@@ -35,6 +36,11 @@ QUARANTINE = "quarantine"
 # A job whose runs ended this many times in a row with the backend dying (and no new finished
 # frame) is not resumed again: it would most likely take the backend down once more.
 MAX_CRASHED_RUNS = 2
+# Uploads are written here first and moved into their job's folder only while the job still
+# takes inputs (checked under the store's lock, which start, cancel and delete also hold).
+INCOMING = "incoming"
+DELETED_MARK = ".deleted-"
+DEFAULT_MAX_AWAITING = 256  # jobs that may wait for inputs at once (the idlest expire)  # a deleted job's folder, renamed so, before it is removed
 
 
 class JobState(enum.StrEnum):
@@ -83,6 +89,7 @@ class JobRecord:
     idempotency_key: str | None = None
     request_hash: str = ""
     cancel_requested: bool = False
+    seq: int = 0  # creation order: the cursor of GET /v1/jobs
 
     def spec(self) -> JobSpec:
         return JobSpec(
@@ -102,6 +109,19 @@ class DamagedStore(Exception):
 
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
+
+
+class InputsClosed(Exception):
+    """An upload arrived for a job that no longer takes inputs (started, canceled, deleted)."""
+
+    def __init__(self, job_id: str, state: JobState | None) -> None:
+        self.state = state
+        super().__init__(
+            f"job {job_id} was deleted while this input was being uploaded; nothing was saved"
+            if state is None
+            else f"job {job_id} is {state.value}; inputs are closed (it changed while this"
+            " input was being uploaded, and the upload was not saved)"
+        )
 
 
 class UnsafePath(PipelineError):
@@ -232,7 +252,9 @@ class Store:
                 " from a backup, or move it and the jobs folder beside it aside to start with no"
                 " jobs"
             ) from None
-        swept = sweep_temp_files(self.jobs_dir)
+        swept = sweep_temp_files(self.jobs_dir) + sweep_temp_files(self.root / INCOMING)
+        for folder in self.jobs_dir.glob(DELETED_MARK + "*"):
+            shutil.rmtree(folder, ignore_errors=True)  # a delete the process died in
         if swept:
             log.info("swept %d temp file(s) left by an interrupted write", swept)
 
@@ -372,17 +394,15 @@ class Store:
             row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _record(row) if row else None
 
-    def list(self, limit: int = 100, state: JobState | None = None) -> list[JobRecord]:
+    def list(
+        self, limit: int = 100, state: JobState | None = None, before: int | None = None
+    ) -> list[JobRecord]:
+        """Newest first; `before`: only jobs created before the job with this seq (a cursor)."""
+        where, args = self._list_filter(state, before)
         with self._lock:
-            if state is None:
-                rows = self._db.execute(
-                    "SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)
-                ).fetchall()
-            else:
-                rows = self._db.execute(
-                    "SELECT * FROM jobs WHERE state = ? ORDER BY seq DESC LIMIT ?",
-                    (state.value, limit),
-                ).fetchall()
+            rows = self._db.execute(
+                f"SELECT * FROM jobs{where} ORDER BY seq DESC LIMIT ?", (*args, limit)
+            ).fetchall()
         out = []
         for r in rows:
             try:
@@ -390,6 +410,54 @@ class Store:
             except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 log.error("job %r cannot be read (%s); left out of the list", r["id"], exc)
         return out
+
+    def any_before(self, before: int, state: JobState | None = None) -> bool:
+        where, args = self._list_filter(state, before)
+        with self._lock:
+            return (
+                self._db.execute(f"SELECT 1 FROM jobs{where} LIMIT 1", args).fetchone() is not None
+            )
+
+    @staticmethod
+    def _list_filter(state: JobState | None, before: int | None) -> tuple[str, tuple]:
+        clauses, args = [], []
+        if state is not None:
+            clauses.append("state = ?")
+            args.append(state.value)
+        if before is not None:
+            clauses.append("seq < ?")
+            args.append(before)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
+
+    def count_awaiting_active(self, since: float) -> int:
+        """Jobs waiting for inputs that were created or got an input at `since` or later."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = ? AND updated_at >= ?",
+                (JobState.AWAITING_INPUTS.value, since),
+            ).fetchone()[0]
+
+    def expire_awaiting(self, keep: int) -> list[str]:
+        """Fail the jobs waiting for inputs longest without a new input, beyond the `keep`
+        most recently active ones; returns their ids."""
+        error = (
+            f"this job waited for its inputs while {keep} more recently active jobs did too, so"
+            f" it expired (at most {keep} jobs wait for inputs at once); create it again"
+        )
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id FROM jobs WHERE state = ? ORDER BY updated_at DESC, seq DESC"
+                " LIMIT -1 OFFSET ?",
+                (JobState.AWAITING_INPUTS.value, keep),
+            ).fetchall()
+            for r in rows:
+                db.execute(
+                    "UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ?",
+                    (JobState.FAILED.value, error, time.time(), r["id"]),
+                )
+        for r in rows:
+            log.info("job %s: awaiting_inputs -> failed (%s)", r["id"], error)
+        return [r["id"] for r in rows]
 
     def count(self, state: JobState) -> int:
         with self._lock:
@@ -498,15 +566,31 @@ class Store:
             log.info("job %s was interrupted; it resumes from its first missing frame", job_id)
         return resumed
 
-    def delete(self, job_id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+    def delete(self, job_id: str, allowed_from: tuple[JobState, ...]) -> JobState | None:
+        """Delete a job if it is in one of `allowed_from`, in one step with respect to start
+        and uploads; returns the state it was in (deleted only if that is allowed), or None if
+        there is no such job."""
         folder = self.job_dir(job_id)
-        if folder.is_symlink():
-            folder.unlink()  # the link only, never what it points to
-        else:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            state = JobState(row["state"])
+            if state not in allowed_from:
+                return state
+            db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            if folder.is_symlink():
+                folder.unlink()  # the link only, never what it points to
+                folder = None
+            elif folder.exists():
+                # renamed under the lock: no upload can move a file into it after this point
+                gone = self.jobs_dir / f"{DELETED_MARK}{job_id}-{secrets.token_hex(4)}"
+                os.replace(folder, gone)
+                folder = gone
+        if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)  # does not follow symlinks inside
         log.info("job %s deleted", job_id)
+        return state
 
     # --- files ----------------------------------------------------------------------------
 
@@ -534,15 +618,43 @@ class Store:
         if folder.exists() and not folder.is_dir():
             raise DamagedJobFolder(folder)
 
-    def save_input(self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes) -> Path:
+    def save_input(
+        self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes | bytearray
+    ) -> Path:
+        """Save an uploaded input, atomically, if the job still takes inputs when the file is
+        committed (InputsClosed otherwise, and nothing is left behind)."""
         path = self.input_path(job_id, pass_, frame, ext)
-        self._check_folder(job_id)
-        if not self._real(path.parent):
-            raise UnsafePath(path.parent)
-        atomic_write(path, data)
-        other = self.input_path(job_id, pass_, frame, "exr" if ext == "png" else "png")
-        other.unlink(missing_ok=True)
+        incoming = self.root / INCOMING
+        incoming.mkdir(mode=0o700, exist_ok=True)
+        if not self._real(incoming):
+            raise UnsafePath(incoming)
+        tmp = incoming / f"{job_id}-{path.name}{TMP_MARK}{secrets.token_hex(4)}"
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            other = self.input_path(job_id, pass_, frame, "exr" if ext == "png" else "png")
+            self._commit_input(job_id, tmp, path, other)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
+
+    def _commit_input(self, job_id: str, tmp: Path, path: Path, other: Path) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            state = JobState(row["state"]) if row is not None else None
+            if state is not JobState.AWAITING_INPUTS:
+                raise InputsClosed(job_id, state)
+            self._check_folder(job_id)
+            if not self._real(path.parent):
+                raise UnsafePath(path.parent)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+            other.unlink(missing_ok=True)
+            with self._tx() as db:  # an input is activity: the job is not idle (expiry)
+                db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time(), job_id))
+        _fsync_dir(path.parent)
 
     def uploaded(self, job_id: str) -> dict[Pass, set[int]]:
         out: dict[Pass, set[int]] = {}
@@ -636,4 +748,5 @@ def _record(row: sqlite3.Row) -> JobRecord:
         idempotency_key=row["idempotency_key"],
         request_hash=row["request_hash"],
         cancel_requested=bool(row["cancel_requested"]),
+        seq=int(row["seq"]),
     )

@@ -156,7 +156,7 @@ def check_models(connection: Connection) -> tuple[list[str], ModelChoices]:
     """`check()`, plus the model names to offer in the settings."""
     client = BackendClient(connection)
     health = client.health()
-    models = client.models()
+    models = client.models(rescan=True)  # the user asked: models may have been added
     return describe(health, models, connection.url), ModelChoices.from_listing(models)
 
 

@@ -99,8 +99,10 @@ class BackendClient:
     def health(self) -> dict[str, Any]:
         return self._json("GET", "/v1/health")
 
-    def models(self) -> dict[str, Any]:
-        return self._json("GET", "/v1/models")
+    def models(self, rescan: bool = False) -> dict[str, Any]:
+        """What the backend's last scan of its models folder found; `rescan`: scan it again
+        first (after the user added models: the backend never rescans on its own)."""
+        return self._json("GET", "/v1/models?rescan=true" if rescan else "/v1/models")
 
     def check_job(self, body: dict[str, Any]) -> dict[str, Any]:
         """Whether the backend could run a job created with `body`: {"ok", "problems"}."""

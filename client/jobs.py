@@ -25,6 +25,10 @@ from .launcher import LaunchError
 from .request import Request, from_job
 
 TERMINAL_STATES = frozenset({"done", "failed", "canceled"})
+# While Blender renders a take's inputs, the runner asks the backend about the job this often:
+# it keeps an idle-exiting local backend up, and a backend that went away is noticed (and said)
+# within the reconnect grace, not at the next upload, nor never if that was the last.
+HEARTBEAT_S = 5.0
 
 
 # --- messages (worker thread → main thread) -------------------------------------------------
@@ -262,6 +266,7 @@ class JobRunner:
         poll_interval: float = 0.25,
         reconnect_grace: float = 20.0,
         upload_workers: int = 4,
+        heartbeat_interval: float = HEARTBEAT_S,
     ) -> None:
         if (request is None) == (job_id is None):
             raise ValueError("give a request for a new job, or the id of an existing one")
@@ -278,6 +283,7 @@ class JobRunner:
         self._poll_interval = poll_interval
         self._reconnect_grace = reconnect_grace
         self._upload_workers = upload_workers
+        self._heartbeat_interval = heartbeat_interval
         self._uploads: _Uploads | None = None
         self._cancel = threading.Event()
         self._abort_message: str | None = None
@@ -444,19 +450,21 @@ class JobRunner:
             )
 
         self._uploads = _Uploads(client, job_id, self._upload_workers, self._told_to_stop, sent)
+        beat = _Heartbeat(client, job_id, self._heartbeat_interval, self._reconnect_grace)
         try:
-            self._upload_all(self._uploads)
+            self._upload_all(self._uploads, beat)
         except (BackendError, OSError):
             self._cancel_quietly(client)  # a half-fed job must not wait for inputs forever
             raise
         self._check()
         client.start(job_id)
 
-    def _upload_all(self, uploads: _Uploads) -> None:
+    def _upload_all(self, uploads: _Uploads, beat: _Heartbeat) -> None:
         """Hand each input to the uploaders as the feed delivers it; return once all were sent."""
         while True:
             self._check()
             uploads.raise_error()
+            beat.check()
             try:
                 item = self.inputs.next(timeout=self._poll_interval)
             except queue.Empty:
@@ -466,6 +474,7 @@ class JobRunner:
             uploads.submit(*item)
         while not uploads.wait(self._poll_interval):
             self._check()
+            beat.check()
         uploads.raise_error()
 
     def _fetch(self, client: BackendClient, frames: Iterable[int]) -> None:
@@ -519,6 +528,44 @@ class JobRunner:
 
     def _post(self, message: Message) -> None:
         self.messages.put(message)
+
+
+class _Heartbeat:
+    """The job's state, asked every `interval` s while its inputs are rendered and sent."""
+
+    def __init__(self, client: BackendClient, job_id: str, interval: float, grace: float) -> None:
+        self._client = client
+        self._job_id = job_id
+        self._interval = interval
+        self._grace = grace
+        self._last = time.monotonic()
+        self._lost_since: float | None = None
+
+    def check(self) -> None:
+        """Raise when the backend stopped answering for longer than the grace, or when the job
+        no longer waits for inputs (expired, canceled or deleted on the backend)."""
+        now = time.monotonic()
+        if now - self._last < self._interval:
+            return
+        self._last = now
+        try:
+            job = self._client.job(self._job_id)
+        except BackendUnreachable as exc:
+            self._lost_since = self._lost_since or now
+            if now - self._lost_since > self._grace:
+                raise BackendUnreachable(
+                    f"the backend stopped answering while Blender was rendering the take ({exc});"
+                    " the take stopped: start the backend again and run the take again"
+                ) from None
+            return
+        self._lost_since = None
+        state = job.get("state") if isinstance(job, dict) else None
+        if state != "awaiting_inputs":
+            why = job.get("error") if isinstance(job, dict) else None
+            raise _Refused(
+                f"the job stopped waiting for this take's inputs on the backend (it is {state})"
+                + (f": {why}" if why else "; run the take again")
+            )
 
 
 def _sentence(exc: Exception) -> str:

@@ -6,11 +6,14 @@ reads it and connects instead of starting another server and fighting over the p
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
+import stat
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,24 +49,118 @@ class Running:
     started_here: bool
 
 
+class UntrustedReadyFile(LaunchError):
+    """The ready file is not one our own backend wrote: nothing is sent to what it names."""
+
+
 def read_ready(data_dir: Path) -> dict | None:
+    """The ready file of a backend whose process is alive; None when there is none.
+    UntrustedReadyFile when the file is not this user's private file or names a URL off this
+    machine: its token and address are then not used."""
+    path = data_dir / READY_FILE
     try:
-        info = json.loads((data_dir / READY_FILE).read_text())
-    except (OSError, ValueError):
+        st = os.lstat(path)
+        info = json.loads(path.read_text())
+        pid = int(info.get("pid", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    return info if isinstance(info, dict) and _alive(int(info.get("pid", 0))) else None
+    problem = _ready_file_problem(st, info)
+    if problem is not None:
+        raise UntrustedReadyFile(
+            f"the backend's ready file {path} {problem}, so Framesmith does not trust it (it"
+            " holds the backend's token): delete it, and make the data folder yours alone"
+        )
+    return info if _alive(pid) else None
+
+
+def _ready_file_problem(st: os.stat_result, info: dict) -> str | None:
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"belongs to another user (uid {st.st_uid})"
+    if hasattr(os, "getuid") and stat.S_IMODE(st.st_mode) & 0o077:
+        return f"can be read or written by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    if not _is_loopback_url(str(info.get("url", ""))):
+        return f"names {info.get('url')!r}, which is not an address on this machine"
+    return None
+
+
+def _is_loopback_url(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return False
+    if parts.scheme != "http" or parts.username or parts.password:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def find_running(data_dir: Path, timeout: float = 5.0) -> Running | None:
+    """The backend serving `data_dir`, if its ready file is trusted and the process answering
+    at its URL is that backend (same pid and data folder); None otherwise."""
     info = read_ready(data_dir)
     if info is None:
         return None
+    pid = int(info["pid"])
+    if process_serves(pid, data_dir) is False:
+        return None  # the pid now belongs to another program: the token is not sent to it
     connection = Connection(info["url"], info["token"], timeout=timeout)
     try:
-        BackendClient(connection).health()
+        health = BackendClient(connection).health()
     except (BackendUnreachable, BackendError):
         return None
-    return Running(connection, int(info["pid"]), started_here=False)
+    if not answers_as(health, pid, data_dir):
+        return None
+    return Running(connection, pid, started_here=False)
+
+
+def process_serves(pid: int, data_dir: Path) -> bool | None:
+    """Whether process `pid` is a backend serving `data_dir`, from its command line; None where
+    the system does not show command lines (/proc)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except FileNotFoundError:
+        return None if not Path("/proc/self/cmdline").exists() else False
+    except OSError:
+        return None
+    if "backend" not in args or "serve" not in args or "--data" not in args:
+        return False
+    given = args[args.index("--data") + 1] if args.index("--data") + 1 < len(args) else ""
+    return _same_folder(given, data_dir, _process_cwd(pid))
+
+
+def answers_as(health: object, pid: int, data_dir: Path) -> bool:
+    """Whether a GET /v1/health answer comes from backend `pid` serving `data_dir`."""
+    if not isinstance(health, dict) or health.get("pid") != pid:
+        return False
+    return _same_folder(str(health.get("data_dir", "")), data_dir, None)
+
+
+def _same_folder(given: str, data_dir: Path, cwd: Path | None) -> bool:
+    if not given:
+        return False
+    path = Path(given)
+    if not path.is_absolute():
+        if cwd is None:
+            return False
+        path = cwd / path
+    try:
+        return path.resolve() == data_dir.resolve()
+    except OSError:
+        return False
+
+
+def _process_cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
 
 
 def launch(spec: LaunchSpec, timeout: float = 120.0, poll: float = 0.1) -> Running:
@@ -118,10 +215,25 @@ def ensure_backend(spec: LaunchSpec, timeout: float = 120.0) -> Running:
 
 
 def stop(data_dir: Path) -> bool:
-    info = read_ready(data_dir)
+    """Stop the backend serving `data_dir`; False (and no signal sent) when none is running or
+    the ready file's pid is not that backend (a stale file, the pid now another program's)."""
+    try:
+        info = read_ready(data_dir)
+    except UntrustedReadyFile:
+        return False
     if info is None:
         return False
-    os.kill(int(info["pid"]), signal.SIGTERM)
+    pid = int(info["pid"])
+    serves = process_serves(pid, data_dir)
+    if serves is None:  # no command lines to read: ask the process that answers
+        try:
+            health = BackendClient(Connection(info["url"], info["token"], timeout=5.0)).health()
+        except (BackendUnreachable, BackendError):
+            return False
+        serves = answers_as(health, pid, data_dir)
+    if not serves:
+        return False
+    os.kill(pid, signal.SIGTERM)
     return True
 
 

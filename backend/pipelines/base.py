@@ -8,8 +8,9 @@ a resumed job continues from its first missing frame.
 
 from __future__ import annotations
 
+import bisect
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -25,6 +26,84 @@ class Pass(enum.StrEnum):
     LINEART = "lineart"
     KEYFRAME = "keyframe"
     REFERENCE = "reference"  # a style reference image: one per job, at REFERENCE_FRAME
+
+
+# Blender's own frame range (MINAFRAME .. MAXFRAME): no scene has a frame outside it, so neither
+# does a job, an upload or an output.
+MAX_FRAME = 1_048_574
+
+
+def frame_range_error(frame: int, what: str = "frame") -> str | None:
+    """None for a frame number Blender can have; otherwise why not, in a sentence."""
+    if -MAX_FRAME <= frame <= MAX_FRAME:
+        return None
+    # str() of a huge int is refused past 4300 digits: describe it by its size instead
+    shown = str(frame) if abs(frame) < 10**12 else f"of about {frame.bit_length() * 3 // 10} digits"
+    return (
+        f"{what} {shown} is outside Blender's frame range ({-MAX_FRAME} to {MAX_FRAME});"
+        " use frame numbers of the scene"
+    )
+
+
+@dataclass(frozen=True)
+class FrameRanges:
+    """A set of frame numbers kept as sorted, disjoint, inclusive (first, last) spans: the
+    frames from one key to a key a million frames later cost two numbers, not a million.
+    Iterating yields the frames one by one, so it stands in for a tuple of frames."""
+
+    spans: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def of(cls, frames: Iterable[int] | FrameRanges) -> FrameRanges:
+        """From frame numbers (materialised already, so bounded by their caller)."""
+        if isinstance(frames, FrameRanges):
+            return frames
+        return cls.from_spans((f, f) for f in frames)
+
+    @classmethod
+    def from_spans(cls, spans: Iterable[tuple[int, int]]) -> FrameRanges:
+        merged: list[tuple[int, int]] = []
+        for first, last in sorted(s for s in spans if s[0] <= s[1]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+            else:
+                merged.append((first, last))
+        return cls(tuple(merged))
+
+    def __contains__(self, frame: object) -> bool:
+        if not isinstance(frame, int):
+            return False
+        i = bisect.bisect_right(self.spans, (frame, float("inf"))) - 1
+        return i >= 0 and self.spans[i][0] <= frame <= self.spans[i][1]
+
+    def __len__(self) -> int:
+        return sum(last - first + 1 for first, last in self.spans)
+
+    def __iter__(self) -> Iterator[int]:
+        for first, last in self.spans:
+            yield from range(first, last + 1)
+
+    def __bool__(self) -> bool:
+        return bool(self.spans)
+
+    def union(self, other: Iterable[int] | FrameRanges) -> FrameRanges:
+        return FrameRanges.from_spans((*self.spans, *FrameRanges.of(other).spans))
+
+    def without(self, frames: Iterable[int]) -> FrameRanges:
+        """These frames less `frames` (a materialised collection, e.g. the uploaded ones)."""
+        holes = sorted({f for f in frames if f in self})
+        out: list[tuple[int, int]] = []
+        h = 0
+        for first, last in self.spans:
+            start = first
+            while h < len(holes) and holes[h] <= last:
+                if holes[h] > start:
+                    out.append((start, holes[h] - 1))
+                start = holes[h] + 1
+                h += 1
+            if start <= last:
+                out.append((start, last))
+        return FrameRanges(tuple(out))
 
 
 # A job's reference image is not a frame of the shot: it is uploaded as this frame number, and
@@ -138,10 +217,11 @@ class Pipeline(Protocol):
     def check_job(self, job: JobSpec) -> None:
         """Raise InputError for a job this pipeline cannot run (wrong frames, sizes, ...)."""
 
-    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
-        """Inputs that must be uploaded before the job may start."""
+    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
+        """Inputs that must be uploaded before the job may start (FrameRanges where a range of
+        frames between keys is meant: never a materialised key-to-key range)."""
 
-    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
         """Every input that may be uploaded (required ones included)."""
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:

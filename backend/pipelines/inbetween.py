@@ -26,9 +26,9 @@ from ..vision.flow import (
 )
 from ..vision.splat import premultiply, softmax_splat, unpremultiply
 from . import base, inbetween_methods
-from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from .base import Chunk, FrameRanges, InputError, JobSpec, Pass, PipelineError, RunContext
 from .inbetween_diffusion import DiffusionParams
-from .inbetween_guided import GuidedInterpolator, guide_frames
+from .inbetween_guided import GuidedInterpolator, guide_ranges
 
 STAGE = "inbetween"
 
@@ -310,18 +310,17 @@ class InbetweenPipeline:
             )
         inbetween_methods.get(params.method).check_job(job, params)
 
-    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+    def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
         if parse_params(job.params).method == "render":
-            guides = guide_frames(job.keyframes, job.frames)
+            guides = guide_ranges(job.keyframes, job.frames)  # spans: never key-to-key tuples
             return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: guides, Pass.DEPTH: guides}
         return {Pass.KEYFRAME: tuple(job.keyframes)}
 
-    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
+    def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
         # Vector and depth feed render-assisted in-betweening (method "render").
-        frames = set(job.frames) | set(job.keyframes)
+        every = FrameRanges.of(set(job.frames) | set(job.keyframes))
         if parse_params(job.params).method == "render":
-            frames |= set(guide_frames(job.keyframes, job.frames))
-        every = tuple(sorted(frames))
+            every = every.union(guide_ranges(job.keyframes, job.frames))
         return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: every, Pass.DEPTH: every}
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:

@@ -27,8 +27,8 @@ diffusers) is imported when the first clip runs.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -106,24 +106,68 @@ def plan_clips(
 
     `points` are the frames to cover (ascending; both ends known pictures). Every clip has at
     most `length` frames, starts and ends on a known or earlier-generated picture, and has at
-    least one wanted frame (or anchor a later clip needs) strictly inside it.
+    least one wanted frame (or anchor a later clip needs) strictly inside it. `points` is read
+    by index only (a range, or the anchors of the level above, computed on demand): keys a
+    million frames apart cost the clips that run, never a list of every frame between them.
     """
     if length < MIN_CLIP:
         raise ValueError(f"a clip needs at least {MIN_CLIP} frames, not {length}")
-    points = tuple(points)
-    inside = set(points[1:-1]) & set(wanted)
+    n = len(points)
+    positions = {w: _position(points, w) for w in wanted}
+    inside = {w: i for w, i in positions.items() if i is not None and 0 < i < n - 1}
     if not inside:
         return []
-    if len(points) <= length:
-        return [points]
-    gaps = len(points) - 1
+    if n <= length:
+        return [tuple(points)]
+    gaps = n - 1
     segments = -(-gaps // (length - 1))  # ceil: each segment spans at most length-1 gaps
-    cuts = [(2 * i * gaps + segments) // (2 * segments) for i in range(segments + 1)]
-    stretches = [points[a : b + 1] for a, b in itertools.pairwise(cuts)]
-    needed = [s for s in stretches if set(s[1:-1]) & inside]
-    anchors = tuple(points[c] for c in cuts)
-    needed_anchors = {s[e] for s in needed for e in (0, -1)} | (inside & set(anchors))
-    return plan_clips(anchors, length, needed_anchors) + needed
+    cuts = _Cuts(gaps, segments)
+    stretches: set[int] = set()
+    on_anchors: set[int] = set()
+    for w, i in inside.items():
+        j = bisect.bisect_right(cuts, i) - 1  # cuts[j] <= i < cuts[j + 1]
+        if cuts[j] == i:
+            on_anchors.add(w)
+        else:
+            stretches.add(j)
+    needed = [tuple(points[k] for k in range(cuts[j], cuts[j + 1] + 1)) for j in sorted(stretches)]
+    needed_anchors = {s[e] for s in needed for e in (0, -1)} | on_anchors
+    return plan_clips(_Picked(points, cuts), length, needed_anchors) + needed
+
+
+def _position(points: Sequence[int], frame: int) -> int | None:
+    i = bisect.bisect_left(points, frame)
+    return i if i < len(points) and points[i] == frame else None
+
+
+class _Cuts(Sequence[int]):
+    """Where `segments` even segments of `gaps` gaps start (and the last one ends)."""
+
+    def __init__(self, gaps: int, segments: int) -> None:
+        self.gaps, self.segments = gaps, segments
+
+    def __len__(self) -> int:
+        return self.segments + 1
+
+    def __getitem__(self, i: int) -> int:  # type: ignore[override]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return (2 * i * self.gaps + self.segments) // (2 * self.segments)
+
+
+class _Picked(Sequence[int]):
+    """points[cuts[i]] for each i: the anchors of one planning level."""
+
+    def __init__(self, points: Sequence[int], cuts: _Cuts) -> None:
+        self.points, self.cuts = points, cuts
+
+    def __len__(self) -> int:
+        return len(self.cuts)
+
+    def __getitem__(self, i: int) -> int:  # type: ignore[override]
+        return self.points[self.cuts[i]]
 
 
 def clip_seed(seed: int, clip: Sequence[int]) -> int:

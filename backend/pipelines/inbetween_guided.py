@@ -10,6 +10,7 @@ one key does not see a surface the other fills it, and what neither key saw is i
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable, Iterable
 
@@ -19,6 +20,7 @@ import numpy as np
 from ..vision.chain import Track, advance, arrive, log_depth, match
 from ..vision.passes import vector_to_flow
 from ..vision.splat import Splat, premultiply, softmax_splat, unpremultiply
+from .base import FrameRanges
 
 # Splat importance per unit of log depth: a surface 10 % nearer weighs e^(30·0.095) ≈ 17× more.
 DEPTH_IMPORTANCE = 30.0
@@ -32,19 +34,27 @@ INPAINT_RADIUS = 3
 GuideSource = Callable[[int], tuple[np.ndarray, np.ndarray]]
 
 
-def guide_frames(keys: Iterable[int], frames: Iterable[int]) -> tuple[int, ...]:
-    """Frames whose vector and depth passes a render-assisted job needs.
+def guide_ranges(keys: Iterable[int], frames: Iterable[int]) -> FrameRanges:
+    """Frames whose vector and depth passes a render-assisted job needs, as ranges.
 
     Every frame from one key to the next, both keys included, for each key interval that has a
-    requested frame strictly inside it: chaining steps through every frame in between.
+    requested frame strictly inside it: chaining steps through every frame in between. Kept as
+    key-to-key spans (two numbers each), never as the frames themselves.
     """
     keys = tuple(keys)
     wanted = sorted(set(frames))
-    needed: set[int] = set()
+    spans = []
     for k0, k1 in itertools.pairwise(keys):
-        if any(k0 < t < k1 for t in wanted):
-            needed.update(range(k0, k1 + 1))
-    return tuple(sorted(needed))
+        i = bisect.bisect_right(wanted, k0)
+        if i < len(wanted) and wanted[i] < k1:
+            spans.append((k0, k1))
+    return FrameRanges.from_spans(spans)
+
+
+def guide_frames(keys: Iterable[int], frames: Iterable[int]) -> tuple[int, ...]:
+    """guide_ranges() as a tuple of frames: only for jobs whose guides were all uploaded (their
+    number is bounded by the files on disk)."""
+    return tuple(guide_ranges(keys, frames))
 
 
 class GuidedInterpolator:

@@ -263,7 +263,7 @@ def test_inputs_and_models() -> None:
     assert pipe.required_inputs(job) == {Pass.KEYFRAME: (1, 4, 11)}
     accepted = pipe.accepted_inputs(job)
     assert accepted[Pass.KEYFRAME] == (1, 4, 11)
-    assert accepted[Pass.VECTOR] == accepted[Pass.DEPTH] == (0, 1, 2, 4, 11)
+    assert tuple(accepted[Pass.VECTOR]) == tuple(accepted[Pass.DEPTH]) == (0, 1, 2, 4, 11)
     assert pipe.missing_models(job, None) == []
     assert pipe.params_model() is InbetweenParams
     assert InbetweenParams() == InbetweenParams(method="flow", on_twos=False, flow_preset="medium")

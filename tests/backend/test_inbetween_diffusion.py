@@ -254,3 +254,15 @@ def test_missing_or_wrong_models_are_a_400_naming_the_folder(
         ).json()
         upload_keys(c, job)
         assert c.post(f"/v1/jobs/{job['id']}/start").status_code == 202
+
+
+def test_keys_a_million_frames_apart_plan_without_listing_the_frames() -> None:
+    import tracemalloc
+
+    tracemalloc.start()
+    clips = plan_clips(range(-1_048_574, 1_048_575), 16, {7, 500_000})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1_000_000, f"planning took {peak} bytes"
+    made = {f for clip in clips for f in clip}
+    assert {7, 500_000} <= made and all(3 <= len(c) <= 16 for c in clips)

@@ -110,12 +110,24 @@ def test_guide_frames_cover_every_interval_with_frames_between() -> None:
 def test_render_method_requires_and_accepts_the_guides() -> None:
     pipe = InbetweenPipeline()
     job = JobSpec("j", "inbetween", W, H, (0, 2, 3, 9), (0, 4, 8), {"method": "render"})
-    assert pipe.required_inputs(job) == {
+    required = {p: tuple(frames) for p, frames in pipe.required_inputs(job).items()}
+    assert required == {
         Pass.KEYFRAME: (0, 4, 8),
         Pass.VECTOR: (0, 1, 2, 3, 4),
         Pass.DEPTH: (0, 1, 2, 3, 4),
     }
-    assert pipe.accepted_inputs(job)[Pass.VECTOR] == (0, 1, 2, 3, 4, 8, 9)
+    assert tuple(pipe.accepted_inputs(job)[Pass.VECTOR]) == (0, 1, 2, 3, 4, 8, 9)
+
+
+def test_guides_between_keys_far_apart_are_two_numbers_not_a_million() -> None:
+    pipe = InbetweenPipeline()
+    far = 1_000_000
+    job = JobSpec("j", "inbetween", W, H, (0, 1, far), (0, far), {"method": "render"})
+    guides = pipe.required_inputs(job)[Pass.VECTOR]
+    assert guides.spans == ((0, far),) and len(guides) == far + 1
+    assert 500_000 in guides and far + 1 not in guides
+    assert guides.without({0, 1, 7}).spans == ((2, 6), (8, far))
+    assert pipe.accepted_inputs(job)[Pass.DEPTH].spans == ((0, far),)
 
 
 # --- the interpolator ------------------------------------------------------------------------

@@ -75,7 +75,7 @@ def test_render_assisted_uploads_exactly_what_the_backend_requires() -> None:
         request = build_request("inbetween", Settings(inbetween_method="render"), shot)
         spec = JobSpec("j", "inbetween", 64, 48, frames, (1, 5, 16), request.params())
         required = InbetweenPipeline().required_inputs(spec)
-        assert {p.value: f for p, f in required.items()} == request.inputs()
+        assert {p.value: tuple(f) for p, f in required.items()} == request.inputs()
         assert guide_frames((1, 5, 16), frames) == backend_guide_frames((1, 5, 16), frames)
     assert Pass.VECTOR.value == "vector" and Pass.DEPTH.value == "depth"
 
