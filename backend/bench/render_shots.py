@@ -202,11 +202,72 @@ def shot_textured_surface(scene, frames: int) -> None:
     _animate(cam, frames, location=((-0.6, -9.0, 0.5), (0.6, -8.6, 0.3)))
 
 
+def shot_crossing(scene, frames: int) -> None:
+    """Two textured boxes close in depth cross fast in opposite directions, the nearer one
+    passing in front, and a third one behind them rising: much of each is hidden for a while."""
+    _backdrop()
+    near = _material("Near", (0.15, 0.35, 0.8), (0.85, 0.9, 0.95), 4.0, 5.0)
+    far = _material("Far", (0.85, 0.25, 0.2), (0.95, 0.85, 0.4), 3.5, 4.0)
+    back = _material("Back", (0.3, 0.7, 0.35), (0.9, 0.95, 0.7), 3.0, 3.0)
+    box_a = _object("cube", "BoxA", near, size=1.8, location=(-3.5, -1.0, 0.0))
+    box_b = _object("cube", "BoxB", far, size=2.0, location=(3.5, 0.2, 0.0))
+    box_c = _object("cube", "BoxC", back, size=1.4, location=(0.5, 2.0, -2.0))
+    _animate(box_a, frames, location=((-3.6, -1.0, -0.3), (3.4, -1.0, 0.4)))
+    _animate(box_a, frames, rotation_euler=((0.3, 0.2, 0.0), (0.3, 0.2, 0.9)))
+    _animate(box_b, frames, location=((3.6, 0.2, 0.3), (-3.4, 0.2, -0.3)))
+    _animate(box_c, frames, location=((0.6, 2.0, -2.2), (-0.4, 2.0, 1.8)))
+    _camera(scene, (0.0, -10.0, 0.0), (90, 0, 0), lens=35.0)
+
+
+def shot_camera_orbit(scene, frames: int) -> None:
+    """The camera orbits a third of a turn round a group of textured objects on a floor."""
+    floor_mat = _material("Floor", (0.8, 0.75, 0.6), (0.3, 0.35, 0.45), 1.2, 0.8)
+    _object("plane", "Floor", floor_mat, size=60, location=(0, 0, 0))
+    a = _material("A", (0.8, 0.3, 0.2), (0.95, 0.85, 0.3), 3.0, 3.0)
+    b = _material("B", (0.2, 0.5, 0.85), (0.9, 0.9, 0.95), 4.0, 4.0)
+    _object("cube", "Crate", a, size=1.4, location=(-0.9, 0.3, 0.7))
+    _object("sphere", "Ball", b, radius=0.8, location=(1.0, -0.4, 0.8))
+    tower = _object("cube", "Tower", b, size=1.0, location=(0.2, 1.4, 1.2))
+    tower.scale = (0.5, 0.5, 1.2)
+    pivot = bpy.data.objects.new("Pivot", None)
+    scene.collection.objects.link(pivot)
+    cam = _camera(scene, (0.0, -8.0, 3.5), (68, 0, 0), lens=32.0)
+    cam.parent = pivot
+    _animate(pivot, frames, rotation_euler=((0.0, 0.0, -0.6), (0.0, 0.0, 0.6)))
+
+
+def shot_fast_small(scene, frames: int) -> None:
+    """A small ball crosses the whole frame on a diagonal, about its own width a frame."""
+    _backdrop()
+    mat = _material("Ball", (0.9, 0.2, 0.15), (1.0, 0.95, 0.8), 6.0, 6.0)
+    ball = _object("sphere", "Ball", mat, radius=0.35, location=(-3.4, -2.0, -1.2))
+    _animate(ball, frames, location=((-3.4, -2.0, -1.2), (3.4, -2.0, 1.1)))
+    _camera(scene, (0.0, -10.0, 0.0), (90, 0, 0), lens=35.0)
+
+
+def shot_rotation(scene, frames: int) -> None:
+    """A textured plate turns half a turn about the view axis (45° between keys) and a box
+    tumbles beside it."""
+    _backdrop()
+    plate_mat = _material("Plate", (0.95, 0.75, 0.3), (0.2, 0.3, 0.6), 3.0, 4.0)
+    box_mat = _material("Box", (0.3, 0.75, 0.4), (0.95, 0.9, 0.8), 3.5, 4.0)
+    plate = _object("cube", "Plate", plate_mat, size=3.0, location=(-1.3, 0.0, 0.0))
+    plate.scale = (1.0, 0.1, 0.7)
+    box = _object("cube", "Box", box_mat, size=1.4, location=(2.6, -0.5, 0.0))
+    _animate(plate, frames, rotation_euler=((0.0, 0.0, 0.0), (0.0, math.pi, 0.0)))
+    _animate(box, frames, rotation_euler=((0.2, 0.0, 0.0), (1.8, 0.9, 0.4)))
+    _camera(scene, (0.0, -10.0, 0.0), (90, 0, 0), lens=35.0)
+
+
 SHOTS: dict[str, Callable[[bpy.types.Scene, int], None]] = {
     "camera_move": shot_camera_move,
     "occlusion": shot_occlusion,
     "large_motion": shot_large_motion,
     "textured_surface": shot_textured_surface,
+    "crossing": shot_crossing,
+    "camera_orbit": shot_camera_orbit,
+    "fast_small": shot_fast_small,
+    "rotation": shot_rotation,
 }
 
 # Render Layers socket → (folder, file format) written per frame.

@@ -43,3 +43,46 @@ def ssim(image: np.ndarray, truth: np.ndarray) -> float:
         den = (mx * mx + my * my + _C1) * (vx + vy + _C2)
         values.append(float(np.mean(num / den)))
     return float(np.mean(values))
+
+
+# Stroke pieces: a pixel is ink where it is at least half as dark as the ink would make it on
+# white; pieces under this many pixels are specks, not strokes (anti-aliasing crumbs).
+INK_THRESHOLD = 0.5
+MIN_PIECE_PIXELS = 3
+
+
+def over_grey(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB as shown: RGBA composited over mid grey (alpha errors stay visible), RGB as is."""
+    if image.shape[2] == 3:
+        return image
+    rgb = image[..., :3].astype(np.float32)
+    alpha = image[..., 3:].astype(np.float32) / 255.0
+    return np.clip(np.rint(rgb * alpha + 128.0 * (1.0 - alpha)), 0, 255).astype(np.uint8)
+
+
+def ink_coverage(image: np.ndarray) -> np.ndarray:
+    """How dark each pixel is on white paper, 0..1 (HxW): RGBA is composited over white first."""
+    rgb = image[..., :3].astype(np.float32) / 255.0
+    if image.shape[2] == 4:
+        alpha = image[..., 3:].astype(np.float32) / 255.0
+        rgb = rgb * alpha + (1.0 - alpha)
+    luma = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    return 1.0 - luma
+
+
+def stroke_pieces(image: np.ndarray) -> int:
+    """Connected pieces of ink (8-connected, specks left out) in a drawing (uint8 RGB/RGBA)."""
+    mask = (ink_coverage(image) >= INK_THRESHOLD).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    return int(np.sum(stats[1:count, cv2.CC_STAT_AREA] >= MIN_PIECE_PIXELS))
+
+
+def ink_kept(image: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the true drawing's ink pixels that are ink in image too, within one pixel:
+    1.0 when every stroke is there and dark, lower where strokes faded to grey or vanished."""
+    want = ink_coverage(truth) >= INK_THRESHOLD
+    if not want.any():
+        return 1.0
+    have = (ink_coverage(image) >= INK_THRESHOLD).astype(np.uint8)
+    near = cv2.dilate(have, np.ones((3, 3), np.uint8)) > 0
+    return float(np.mean(near[want]))
