@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "make-tiny-models":
         from .models.tiny import make_tiny_models
 
-        for path in make_tiny_models(args.dest):
+        for path in make_tiny_models(args.dest, video_models=True):
             print(path)
         return 0
     if args.command == "doctor":

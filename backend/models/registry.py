@@ -14,6 +14,7 @@ Recommended layout (scanning is recursive and ignores it; it is where messages s
     <models>/lora/          LoRAs
     <models>/ip_adapter/    IP-Adapters (.safetensors) and their CLIP image encoder folder
     <models>/tokenizer/     the CLIP tokenizer, needed by single-file checkpoints
+    <models>/wan/           Wan2.1-VACE diffusers folders (the video model of engine wan_vace)
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class ModelKind(enum.StrEnum):
     IP_ADAPTER = "ip_adapter"
     IMAGE_ENCODER = "image_encoder"
     TOKENIZER = "tokenizer"
+    WAN_VACE = "wan_vace"
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ KINDS: Mapping[ModelKind, KindInfo] = {
         "the tokenizer/ folder of Stable Diffusion 1.5 (vocab.json, merges.txt, "
         "tokenizer_config.json, special_tokens_map.json)",
     ),
+    ModelKind.WAN_VACE: KindInfo(
+        "Wan2.1-VACE model",
+        "wan",
+        "a Wan2.1-VACE diffusers folder (e.g. Wan2.1-VACE-1.3B-diffusers, with transformer/, "
+        "vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json)",
+    ),
 }
 
 # What each pipeline mode needs. The first mode of each pipeline is the default of missing_for.
@@ -113,6 +121,7 @@ PIPELINE_MODES: Mapping[str, Mapping[str, tuple[ModelKind, ...]]] = {
     "stylize": {
         "video": (ModelKind.CHECKPOINT, ModelKind.MOTION_ADAPTER),
         "per_frame": (ModelKind.CHECKPOINT,),
+        "wan_vace": (ModelKind.WAN_VACE,),
     },
     "inbetween": {
         "diffusion": (ModelKind.CHECKPOINT, ModelKind.MOTION_ADAPTER, ModelKind.SPARSECTRL),
@@ -324,7 +333,13 @@ class ModelRegistry:
             )
         if self.of_kind(need.kind):
             return None
-        return f"No {info.label} installed: put {info.example} in {folder}."
+        line = f"No {info.label} installed: put {info.example} in {folder}."
+        mark = _REFUSED_MARK.get(need.kind)
+        refused = [r for r in self.refused if mark is not None and mark in r.reason]
+        if refused:
+            first = refused[0]
+            line += f" {_relative(first.path, self.root)}/ was refused: {first.reason}."
+        return line
 
     def to_json(self) -> dict[str, Any]:
         """The body of GET /v1/models."""
@@ -469,9 +484,11 @@ class _Scanner:
         model_index = _read_json(directory / "model_index.json")
         config = _read_json(directory / "config.json")
         tokenizer_config = _read_json(directory / "tokenizer_config.json")
-        if model_index is not None:
+        if model_index is not None and model_index.get("_class_name") in WAN_VACE_CLASSES:
+            kind, variant, hints = ModelKind.WAN_VACE, check_wan_vace_folder(directory), ()
+        elif model_index is not None:
             kind, variant = ModelKind.CHECKPOINT, self.check_pipeline_folder(directory, model_index)
-            hints: tuple[str, ...] = ()
+            hints = ()
         elif config is not None and (kind_ := _folder_kind(config)) is not None:
             kind = kind_
             if kind in {ModelKind.CONTROLNET, ModelKind.SPARSECTRL}:
@@ -728,6 +745,56 @@ def _weights_variant(directory: Path, stem: str) -> str | None:
             "Framesmith loads .safetensors weights only"
         )
     raise _Refused(f"{directory.name}/ has no {stem}.safetensors weights")
+
+
+WAN_VACE_CLASSES = frozenset({"WanVACEPipeline"})
+WAN_VACE_PARTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+# A kind whose folders, when refused, are named in the "none installed" sentence: a person who
+# copied an incomplete download learns what is wrong with it, not only that nothing is there.
+_REFUSED_MARK: Mapping[ModelKind, str] = {ModelKind.WAN_VACE: "Wan2.1-VACE"}
+
+
+def check_wan_vace_folder(directory: Path) -> str | None:
+    """The weights variant of a complete Wan2.1-VACE diffusers folder; refused when a part is
+    missing, or when the transformer is a plain Wan (text/image-to-video) one."""
+    missing = [p for p in WAN_VACE_PARTS if not (directory / p).is_dir()]
+    if missing:
+        parts = ", ".join(f"{p}/" for p in missing)
+        raise _Refused(
+            f"an incomplete Wan2.1-VACE folder: no {parts} (a diffusers Wan2.1-VACE folder has "
+            f"{', '.join(f'{p}/' for p in WAN_VACE_PARTS)} and model_index.json)"
+        )
+    transformer = _read_json(directory / "transformer" / "config.json") or {}
+    if transformer.get("_class_name") != "WanVACETransformer3DModel":
+        raise _Refused(
+            f"a Wan2.1-VACE folder whose transformer/ holds a "
+            f"{transformer.get('_class_name') or 'unknown model'}, not a WanVACETransformer3DModel"
+        )
+    variants = {
+        _weights_variant(directory / "transformer", "diffusion_pytorch_model"),
+        _weights_variant(directory / "vae", "diffusion_pytorch_model"),
+        _weights_variant(directory / "text_encoder", "model"),
+    }
+    if len(variants) > 1:
+        raise _Refused("a Wan2.1-VACE folder whose parts have different weight variants")
+    return variants.pop()
+
+
+# The area the Wan2.1-VACE 1.3B was trained at (832×480); a folder's framesmith.json may say
+# otherwise with {"working_size": [width, height]} (the 14B's 1280×720, the tiny test model's).
+WAN_WORKING_SIZE = (832, 480)
+
+
+def wan_working_area(entry: ModelEntry) -> int:
+    """Pixels per frame a Wan2.1-VACE model works best at."""
+    declared = _read_sidecar(entry.path / SIDECAR_NAME).get("working_size")
+    if (
+        isinstance(declared, list)
+        and len(declared) == 2
+        and all(isinstance(v, int) and 16 <= v <= 8192 for v in declared)
+    ):
+        return int(declared[0]) * int(declared[1])
+    return WAN_WORKING_SIZE[0] * WAN_WORKING_SIZE[1]
 
 
 def _is_tokenizer_folder(directory: Path) -> bool:

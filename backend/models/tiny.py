@@ -69,9 +69,13 @@ LORA_FILE = "lora/tiny-lora.safetensors"
 # As published (h94/IP-Adapter: models/ip-adapter_sd15.safetensors + models/image_encoder/).
 IP_ADAPTER_FILE = "ip_adapter/tiny-ip-adapter-sd15.safetensors"
 IMAGE_ENCODER_FOLDER = "ip_adapter/image_encoder"
+WAN_VACE_FOLDER = "wan/tiny-wan2.1-vace"
+# The tiny Wan's working size (its framesmith.json): the real 1.3B's 832×480 rule, scaled down.
+WAN_TINY_WORKING_SIZE = (32, 32)
 
 SEEDS = {"unet": 1, "vae": 2, "text_encoder": 3, "depth": 4, "normal": 5, "lineart": 6}
 SEEDS |= {"motion": 7, "sparsectrl": 8, "lora": 9, "ip_adapter": 10, "image_encoder": 11}
+SEEDS |= {"wan_transformer": 12, "wan_vae": 13, "wan_text_encoder": 14}
 
 LORA_RANK = 2
 LORA_ALPHA = 1.0
@@ -271,7 +275,7 @@ def _save(state: dict[str, torch.Tensor], path: Path, declared: dict[str, str]) 
     return path
 
 
-def _sidecar(path: Path, data: dict[str, str]) -> None:
+def _sidecar(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
@@ -284,14 +288,17 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def make_tiny_models(dest: Path) -> list[Path]:
+def make_tiny_models(dest: Path, *, video_models: bool = False) -> list[Path]:
     """Write the tiny model set under `dest` (created if needed); returns the paths written.
 
     Only the paths listed above are replaced; anything else in `dest` is left alone.
+    video_models: also the tiny Wan2.1-VACE (engine wan_vace).
     """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    if video_models:
+        written.append(make_tiny_wan_vace(dest))
 
     pipe = build_tiny_pipeline()
     folder = _fresh(dest / CHECKPOINT_FOLDER)
@@ -362,3 +369,14 @@ def write_tiny_skeleton_tokenizer(dest: Path = TINY_SD / "tokenizer") -> Path:
     """(Re)write the tiny skeleton's tokenizer files shipped in configs/tiny-sd15/tokenizer/."""
     build_tiny_tokenizer().save_pretrained(_fresh(dest))
     return dest
+
+
+def make_tiny_wan_vace(dest: Path) -> Path:
+    """Write the tiny Wan2.1-VACE folder under `dest` (its own module keeps this one short)."""
+    from .tiny_wan import build_tiny_wan_vace
+
+    folder = _fresh(Path(dest) / WAN_VACE_FOLDER)
+    build_tiny_wan_vace().save_pretrained(folder, safe_serialization=True)
+    width, height = WAN_TINY_WORKING_SIZE
+    _sidecar(folder / SIDECAR_NAME, {"working_size": [width, height]})
+    return folder

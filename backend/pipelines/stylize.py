@@ -11,6 +11,9 @@ A shot is cut into chunks of `chunk_size` frames; each chunk after the first als
 towards them so the seam does not jump. Each chunk has its own seed, derived from the job's
 seed and the chunk's index, so a resumed job reproduces the frames it had not written yet.
 
+That is engine animatediff (the default). params.engine "wan_vace" hands every step of the
+job to stylize_wan (Wan2.1-VACE, windows pinned through its mask) instead.
+
 This module stays free of torch: the API validates jobs without importing the model stack;
 stylize_runtime (torch, diffusers) is imported when the first chunk runs.
 """
@@ -25,6 +28,7 @@ from pydantic import BaseModel
 
 from ..models.registry import ModelKind, Need
 from ..vision.passes import normal_to_control
+from . import stylize_wan
 from .base import (
     REFERENCE_FRAME,
     Chunk,
@@ -61,6 +65,8 @@ class StylizePipeline:
 
     def out_of_memory_advice(self, job: JobSpec) -> str:
         params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.out_of_memory_advice(job, params)
         lower = [f"the resolution (now {job.width}×{job.height})"]
         if params.uses_motion:
             lower.append(f"chunk_size (now {params.chunk_size} frames)")
@@ -82,6 +88,9 @@ class StylizePipeline:
             raise InputError("No output frames were requested.")
         if any(b <= a for a, b in itertools.pairwise(frames)):
             raise InputError("Output frames must be listed in ascending order, each frame once.")
+        if params.engine == "wan_vace":
+            stylize_wan.check_job(job, params)
+            return
         _check_size(job.width, job.height)
         if not params.uses_beauty and not params.controlnets:
             what = "text2video" if params.mode == "text2video" else "per_frame at strength 1"
@@ -102,6 +111,8 @@ class StylizePipeline:
 
     def required_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
         params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.required_inputs(job, params)
         frames = tuple(job.frames)
         needed: dict[Pass, tuple[int, ...]] = {}
         if params.uses_beauty:
@@ -114,19 +125,26 @@ class StylizePipeline:
 
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
         # Vector (and depth without a depth ControlNet) feed flow-guided fusion when uploaded.
+        params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.accepted_inputs(job, params)
         frames = tuple(job.frames)
         accepted = {p: frames for p in ACCEPTED_PASSES}
-        if parse_params(job.params).style_reference:
+        if params.style_reference:
             accepted[Pass.REFERENCE] = (REFERENCE_FRAME,)
         return accepted
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
         params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.missing_models(params, models)
         mode = "video" if params.uses_motion else "per_frame"
         return list(models.missing_for("stylize", _needs(params), mode=mode))
 
     def pin_models(self, job: JobSpec, models: Any) -> dict[str, Any]:
         params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.pin_models(job, params, models)
         checkpoint, motion, nets, lora = resolve_models(params, models)
         pinned = params.model_dump(mode="json")
         pinned["checkpoint"] = checkpoint
@@ -141,11 +159,16 @@ class StylizePipeline:
 
     def plan(self, job: JobSpec) -> list[Chunk]:
         params = parse_params(job.params)
+        if params.engine == "wan_vace":
+            return stylize_wan.plan(job, params)
         return plan_chunks(job.frames, params.chunk_size, params.chunk_overlap)
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
         ctx.check_cancel()
         params = parse_params(ctx.job.params)
+        if params.engine == "wan_vace":
+            stylize_wan.run_chunk(ctx, chunk, params)
+            return
         models = ctx.models
         missing = self.missing_models(ctx.job, models)
         if missing:

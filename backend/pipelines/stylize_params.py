@@ -8,7 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from . import base
 from .base import Pass
@@ -20,12 +28,19 @@ DEFAULT_OVERLAP = 4
 MAX_CHUNK = 256
 MAX_SEED = 2**63 - 1
 # Short side in pixels each stylize engine works best at (what its model was trained at): the
-# add-on renders and sends a shot's frames at it. SD1.5 / AnimateDiff: 512.
-ENGINE_WORKING_SIZE = {"animatediff": 512}
+# add-on renders and sends a shot's frames at it. SD1.5 / AnimateDiff: 512; Wan2.1-VACE 1.3B:
+# 480p.
+ENGINE_WORKING_SIZE = {"animatediff": 512, "wan_vace": 480}
+# Wan2.1-VACE: frames per window (4k+1; the 1.3B was trained on 81) and frames a window holds
+# on the previous window's written frames.
+VACE_MAX_WINDOW = 81
+VACE_DEFAULT_OVERLAP = 5
 
 Mode = Literal["video2video", "text2video", "per_frame"]
 SchedulerName = Literal["ddim", "euler_a", "dpmpp_2m", "lcm"]
 ControlPass = Literal["depth", "normal", "lineart"]
+Engine = Literal["animatediff", "wan_vace"]
+VaceControl = Literal["depth", "lineart", "luminance", "none"]
 
 _CONFIG = ConfigDict(
     extra="forbid",
@@ -70,8 +85,58 @@ class LoraParams(BaseModel):
     weight: float = Field(1.0, ge=-4.0, le=4.0)
 
 
+class VaceParams(BaseModel):
+    """Engine wan_vace: the control video Wan2.1-VACE follows, and how the shot is windowed."""
+
+    model_config = _CONFIG
+
+    control: VaceControl = Field(
+        "depth",
+        description="control video made from: the depth pass (normalised once per shot), the "
+        "lineart pass, the beauty pass's luminance, or none (prompt and reference only)",
+    )
+    conditioning_scale: float = Field(1.0, ge=0.0, le=4.0, description="how strongly it follows")
+    model: str | None = Field(None, description="default: the first installed Wan2.1-VACE model")
+    window: int = Field(
+        VACE_MAX_WINDOW,
+        ge=5,
+        le=VACE_MAX_WINDOW,
+        description=f"frames generated together: 4k+1, at most {VACE_MAX_WINDOW}",
+    )
+    overlap: int = Field(
+        VACE_DEFAULT_OVERLAP,
+        ge=0,
+        description="frames a window shares with the previous one, held on what it wrote",
+    )
+    run_size: tuple[int, int] | None = Field(
+        None,
+        description="set by the backend when the job starts: the width and height the model "
+        "ran at (about its working area, multiples of 16); frames come back at the job's size",
+    )
+
+    @model_validator(mode="after")
+    def _windows(self) -> Self:
+        if (self.window - 1) % 4:
+            low = (self.window - 1) // 4 * 4 + 1
+            raise ValueError(
+                f"window must be 4k+1 frames (e.g. {low} or {low + 4}), not {self.window}"
+            )
+        if self.overlap >= self.window:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be smaller than window ({self.window})"
+            )
+        return self
+
+
 class StylizeParams(BaseModel):
     model_config = _CONFIG
+
+    engine: Engine = Field(
+        "animatediff",
+        description="animatediff (SD1.5 + motion module + ControlNets) or wan_vace "
+        "(Wan2.1-VACE, settings in vace)",
+    )
+    vace: VaceParams | None = Field(None, description="engine wan_vace: its settings")
 
     prompt: str = Field("", max_length=4000)
     negative_prompt: str = Field("", max_length=4000)
@@ -137,6 +202,45 @@ class StylizeParams(BaseModel):
         description="3x3 rotation (or 4x4 view matrix) bringing world-space normals into "
         "camera space; without it normals are taken as camera space",
     )
+
+    @model_validator(mode="after")
+    def _engine(self) -> Self:
+        if self.engine == "animatediff":
+            if self.vace is not None:
+                raise ValueError('vace settings apply to engine "wan_vace" only')
+            return self
+        animatediff_only = [
+            name
+            for name, used in (
+                ("controlnets", bool(self.controlnets)),
+                ("lora", self.lora is not None),
+                ("checkpoint", self.checkpoint is not None),
+                ("motion_adapter", self.motion_adapter is not None),
+                ("ip_adapter", self.ip_adapter is not None),
+                ("image_encoder", self.image_encoder is not None),
+            )
+            if used
+        ]
+        if animatediff_only:
+            raise ValueError(
+                f"{', '.join(animatediff_only)} belong to engine animatediff; engine wan_vace "
+                "takes its control from vace.control and its model from vace.model"
+            )
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        # An animatediff job's params read back exactly as before engines existed.
+        data = handler(self)
+        if self.engine == "animatediff" and isinstance(data, dict):
+            data.pop("engine", None)
+            data.pop("vace", None)
+        return data
+
+    @property
+    def vace_settings(self) -> VaceParams:
+        """The wan_vace settings, defaults filled in."""
+        return self.vace if self.vace is not None else VaceParams()
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -53,7 +53,7 @@ def test_job_full_life(shared_backend: Backend) -> None:
         assert health["api"] == "v1"
         assert health["pipelines"]["inbetween"]["available"] is True
         # the size the add-on renders stylize frames at, per engine (SD1.5 / AnimateDiff: 512)
-        assert health["engines"] == {"animatediff": {"working_size": 512}}
+        assert health["engines"]["animatediff"] == {"working_size": 512}
         assert c.get("/v1/models").json()["engines"] == health["engines"]
 
         keys = square_keys({1: 8.0, 5: 40.0})
