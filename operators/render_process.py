@@ -26,11 +26,12 @@ LOG_TAIL_LINES = 12
 STOP_GRACE = 3.0  # seconds a canceled render process gets to end before it is killed
 
 
-def render_command(spec: Path) -> list[str]:
-    """The command that renders a take's spec: Blender's own binary, or this Python (bpy)."""
+def render_command(blend: Path, spec: Path) -> list[str]:
+    """The command that renders a take's spec: Blender's own binary on the saved copy, or this
+    Python (the bpy module), whose script opens the copy itself."""
     binary = bpy.app.binary_path
     if binary and Path(binary).is_file() and not Path(binary).name.startswith("python"):
-        return [binary, "-b", "--python-exit-code", "1",
+        return [binary, "-b", str(blend), "--python-exit-code", "1",
                 "--python", str(CHILD_SCRIPT), "--", str(spec)]  # fmt: skip
     return [sys.executable, str(CHILD_SCRIPT), "--", str(spec)]
 
@@ -109,7 +110,7 @@ class ProcessRenders(FrameRenders):
         env = dict(os.environ, FRAMESMITH_RENDER_CHILD="1")
         with open(self.log, "wb") as log:
             self._process = subprocess.Popen(
-                render_command(spec), stdout=log, stderr=subprocess.STDOUT,
+                render_command(copy, spec), stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, env=env, cwd=str(self.work),
             )  # fmt: skip
 
