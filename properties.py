@@ -101,6 +101,7 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
         min=0,
         soft_min=256,
         soft_max=1536,
+        max=4096,
         subtype="PIXEL",
     )
     stylize_mode: EnumProperty(
