@@ -17,47 +17,29 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from diffusers import AutoencoderKLWan, WanVACEPipeline  # noqa: E402
 
-from .loading import ModelLoadError, resolve_dtype  # noqa: E402
+from .loading import (  # noqa: E402
+    ModelLoadError,
+    _checked_path,
+    _expect,
+    resolve_dtype,
+)
 from .registry import (  # noqa: E402
-    KINDS,
     ModelEntry,
     ModelKind,
     ModelRegistry,
     check_wan_vace_folder,
-    read_checked_header,
 )
-from .safetensors_header import HeaderError, sniff_pickle  # noqa: E402
 
 
 def _checked_folder(entry: ModelEntry, registry: ModelRegistry | None) -> Path:
-    """The folder, checked again right before diffusers reads it (it may have changed)."""
-    if entry.kind != ModelKind.WAN_VACE:
-        raise ModelLoadError(
-            f"'{entry.name}' is a {KINDS[entry.kind].label}, not a {KINDS[ModelKind.WAN_VACE].label}"
-        )
-    path = entry.path
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"Wan2.1-VACE model '{entry.name}' is no longer at {path}: it was moved or deleted "
-            "since the models folder was scanned"
-        )
+    """The folder, checked again right before diffusers reads it (it may have changed): the
+    same file checks as every other model, then the Wan folder's own layout."""
+    _expect(entry, ModelKind.WAN_VACE)
+    path = _checked_path(entry, registry)
     try:
         check_wan_vace_folder(path)
     except Exception as exc:  # registry._Refused: the folder changed since the scan
         raise ModelLoadError(f"'{entry.name}' ({path}) is {exc}") from None
-    root = registry.root if registry is not None else None
-    for file in sorted(path.rglob("*.safetensors")):
-        real = file.resolve()
-        if root is not None and root not in real.parents:
-            raise ModelLoadError(f"'{entry.name}': {file.name} resolves outside the models folder")
-        if sniff_pickle(real):
-            raise ModelLoadError(f"'{entry.name}': {file.name} is a pickle; never loaded")
-        try:
-            read_checked_header(real)
-        except (HeaderError, OSError) as exc:
-            raise ModelLoadError(
-                f"'{entry.name}': {file.name} is not a valid safetensors file ({exc})"
-            ) from None
     return path
 
 
