@@ -415,6 +415,9 @@ class FrameRenders:
         self._files.update(files)
         return files
 
+    def stop(self) -> None:
+        """Nothing runs between two steps in this Blender (ProcessRenders ends its process)."""
+
     def all(self, scene: bpy.types.Scene) -> dict[tuple[str, int], Path]:
         """Render every remaining frame in one go (background runs); every file so far."""
         skip = self.done

@@ -120,9 +120,8 @@ def cancel(take: str) -> bool:
 def _drop_renders(watched: Watched) -> None:
     """No more renders for this job; a render process still running is ended."""
     renders, watched.renders = watched.renders, None
-    stop = getattr(renders, "stop", None)
-    if stop is not None:
-        stop()
+    if renders is not None:
+        renders.stop()
 
 
 def advance(take: str, render: bool = True) -> None:
