@@ -9,10 +9,11 @@ from __future__ import annotations
 
 
 def _modules() -> tuple:
-    from . import operators, panels, preferences, properties
+    from . import operators, panels, preferences, properties, state
 
-    # Registration order: preferences and properties before the operators and panels using them.
-    return (preferences, properties, operators, panels)
+    # Registration order: the session state, preferences and properties before the operators
+    # and panels using them.
+    return (state, preferences, properties, operators, panels)
 
 
 def register() -> None:

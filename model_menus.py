@@ -2,29 +2,21 @@
 the names the backend listed at its last check, kept across Blender restarts.
 
 Nothing is fetched while drawing: a check (on a worker thread) hands the backend's listing to
-`runtime.remember_models()`, which keeps it here and in a file in the extension's user folder
-(found on the main thread at register time). Each menu writes the chosen name into a plain
-string property, so the .blend keeps the name, not a position in a list that changes with the
-models folder.
+`state.remember_models()`, which keeps it in memory and in a file in the extension's user
+folder. Each menu writes the chosen name into a plain string property, so the .blend keeps the
+name, not a position in a list that changes with the models folder.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import bpy
 from bpy.props import EnumProperty
 
-from .client.model_list import Listing, ModelList
+from . import state
+from .client.model_list import Listing
 
 DEFAULT_MODEL = "DEFAULT"
 MenuItems = list[tuple[str, str, str, int]]
-MODELS = ModelList()  # the folder is set by register()
 _menu_items: dict[str, MenuItems] = {}  # Blender needs the item strings kept alive
-
-
-def listing() -> Listing:
-    return MODELS.get()
 
 
 def menu_items(listing: Listing, kind: str, current: str, default_label: str) -> MenuItems:
@@ -44,7 +36,7 @@ def model_menu(attr: str, kind: str, default_label: str) -> EnumProperty:
     name in the string property `attr`."""
 
     def items(self, _context) -> MenuItems:
-        listed = menu_items(listing(), kind, getattr(self, attr), default_label)
+        listed = menu_items(state.listing(), kind, getattr(self, attr), default_label)
         _menu_items[f"{attr}:{self.as_pointer()}"] = listed
         return listed
 
@@ -57,17 +49,3 @@ def model_menu(attr: str, kind: str, default_label: str) -> EnumProperty:
         setattr(self, attr, "" if ident == DEFAULT_MODEL else ident)
 
     return EnumProperty(name=attr.replace("_", " ").title(), items=items, get=get, set=set)
-
-
-def register() -> None:
-    """On the main thread: where the listing's file lives (it is read on first use)."""
-    try:
-        folder = Path(bpy.utils.extension_path_user(__package__, create=True))
-    except (ValueError, OSError):  # not loaded as an extension, or no user folder: memory only
-        folder = None
-    MODELS.use_folder(folder)
-
-
-def unregister() -> None:
-    """Forget the in-memory listing; the file stays for the next session."""
-    MODELS.use_folder(None)

@@ -8,6 +8,7 @@ from pathlib import Path
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, StringProperty
 
+from . import state
 from .client.backend import BackendConfig, BackendMode, default_python, is_loopback
 from .client.installer import TORCH_VERSION
 
@@ -42,6 +43,17 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
     )
     url: StringProperty(name="URL", default="http://127.0.0.1:8765")
     token: StringProperty(name="Token", subtype="PASSWORD")
+    fingerprint: StringProperty(
+        name="Certificate Fingerprint",
+        description="For an https:// backend with a self-signed certificate: the SHA-256"
+        " fingerprint it printed at start (AB:CD:...). Empty: the system's trusted certificates",
+    )
+    allow_unencrypted: BoolProperty(
+        name="Allow Unencrypted (unsafe)",
+        description="Send the token over plain http:// to a backend on another computer: anyone"
+        " on the network can read it and then drive the backend",
+        default=False,
+    )
     models_dir: StringProperty(
         name="Models Folder",
         description="Your model weights (diffusers folders or .safetensors files)."
@@ -98,8 +110,6 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
     install_message: StringProperty(name="Install Message")
 
     def draw(self, context: bpy.types.Context) -> None:
-        from .operators import runtime  # runtime state only: no network in draw()
-
         layout = self.layout
         layout.use_property_split = True
         layout.prop(self, "backend_mode", expand=True)
@@ -118,6 +128,10 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
         else:
             layout.prop(self, "url")
             layout.prop(self, "token")
+            layout.prop(self, "fingerprint")
+            unsafe = layout.row()
+            unsafe.alert = True  # red: it sends the token in the clear
+            unsafe.prop(self, "allow_unencrypted")
             if not is_loopback(self.url) and not bpy.app.online_access:
                 layout.label(
                     text="Allow Online Access (Preferences > System) to reach this URL",
@@ -130,14 +144,12 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
             row.operator("framesmith.backend_start", icon="PLAY")
             row.operator("framesmith.backend_stop", icon="SNAP_FACE")
         box = layout.box()
-        for line in runtime.backend_status().lines:
+        for line in state.backend_status().lines:  # session state only: no network in draw()
             box.label(text=line)
 
     def draw_install(self, box: bpy.types.UILayout) -> None:
-        from .operators import install_backend  # runtime state only
-
         row = box.row(align=True)
-        if install_backend.running():  # the bar says the step and the package in hand
+        if state.install().running:  # the bar says the step and the package in hand
             text = f"{self.install_progress:.0%} · {self.install_message}"
             row.progress(factor=self.install_progress, text=text)
             row.operator("framesmith.install_backend_cancel", text="", icon="CANCEL")
@@ -187,6 +199,8 @@ def backend_config(prefs: FramesmithPreferences) -> BackendConfig:
         python=python,
         url=prefs.url,
         token=prefs.token,
+        fingerprint=prefs.fingerprint,
+        allow_unencrypted=prefs.allow_unencrypted,
         device=prefs.device,
     )
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from typing import Any
+
 import bpy
 from bpy.props import (
     BoolProperty,
@@ -13,8 +16,7 @@ from bpy.props import (
     StringProperty,
 )
 
-from . import model_menus
-from .client.request import ControlNetSetting, Settings
+from .client.request_builder import ControlNetSetting, Settings
 from .model_menus import model_menu
 
 JOB_STATES = (
@@ -251,7 +253,15 @@ def settings(scene: bpy.types.Scene) -> FRAMESMITH_PG_settings:
 
 
 def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
-    """The plain values `client.request.build_request()` takes."""
+    """The plain values `client.request_builder.build_request()` takes: each `Settings` field
+    from the property of the same name (a menu's identifier in lower case), the ControlNet rows,
+    and the style reference image's name."""
+    rna = props.bl_rna.properties
+    values: dict[str, Any] = {}
+    for name in (f.name for f in fields(Settings)):
+        if name in rna:
+            value = getattr(props, name)
+            values[name] = value.lower() if rna[name].type == "ENUM" else value
     controlnets = tuple(
         ControlNetSetting(
             pass_name=name,
@@ -268,33 +278,7 @@ def to_settings(props: FRAMESMITH_PG_settings) -> Settings:
         )
     )
     return Settings(
-        prompt=props.prompt,
-        negative_prompt=props.negative_prompt,
-        seed=props.seed,
-        steps=props.steps,
-        guidance=props.guidance,
-        strength=props.strength,
-        stylize_mode=props.stylize_mode.lower(),
-        scheduler=props.scheduler.lower(),
-        controlnets=controlnets,
-        chunk_size=props.chunk_size,
-        overlap=props.overlap,
-        temporal_fusion=props.temporal_fusion,
-        fusion_strength=props.fusion_strength,
-        inbetween_method=props.inbetween_method.lower(),
-        on_twos=props.on_twos,
-        flow_preset=props.flow_preset,
-        sparsectrl=props.sparsectrl,
-        key_strength=props.key_strength,
-        checkpoint=props.checkpoint,
-        motion_adapter=props.motion_adapter,
-        lora=props.lora,
-        lora_weight=props.lora_weight,
-        use_reference=props.use_reference,
-        reference_name=reference_name(props.reference_image),
-        ip_adapter_scale=props.ip_adapter_scale,
-        ip_adapter=props.ip_adapter,
-        image_encoder=props.image_encoder,
+        **values, controlnets=controlnets, reference_name=reference_name(props.reference_image)
     )
 
 
@@ -321,7 +305,6 @@ _register, _unregister = bpy.utils.register_classes_factory(classes)
 
 
 def register() -> None:
-    model_menus.register()
     _register()
     bpy.types.Scene.framesmith = PointerProperty(type=FRAMESMITH_PG_settings)
 
@@ -329,4 +312,3 @@ def register() -> None:
 def unregister() -> None:
     del bpy.types.Scene.framesmith
     _unregister()
-    model_menus.unregister()

@@ -4,7 +4,7 @@ A check runs on a worker thread and hands its `ModelChoices` to `ModelList.remem
 swaps the in-memory listing and writes it, with the time of the check, as JSON (a temp file
 renamed into place: plain file I/O, safe on any thread). The file is read on first use. A
 missing or unreadable file gives an empty listing, never an exception. No bpy here: the add-on
-tells the list its folder (`model_menus.register()`), tests use a temp folder.
+tells the list its folder (`state.register()`), tests use a temp folder.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import bpy
 
-from .. import preferences
+from .. import preferences, state
 from ..client.backend import BackendConfig, check_models, connect
 from ..client.frames import FrameError, FrameRange, take_folder
 from ..client.http import BackendClient, BackendError, BackendUnreachable
@@ -195,7 +195,7 @@ def checking(start: bool) -> Callable[[BackendConfig], Callable[[], list[str]]]:
     def make_call(config: BackendConfig) -> Callable[[], list[str]]:
         def call() -> list[str]:
             lines, choices = check_models(connect(config, start=start))
-            runtime.remember_models(choices)
+            state.remember_models(choices)
             return lines
 
         return call

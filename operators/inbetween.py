@@ -17,7 +17,8 @@ from ..client.frames import (
     resolve_range,
     strip_keys,
 )
-from ..client.request import GUIDE_PASSES, InbetweenMethod, InbetweenRequest, Shot, build_request
+from ..client.request import GUIDE_PASSES, InbetweenMethod, InbetweenRequest
+from ..client.request_builder import Shot, build_request
 from ..properties import to_settings
 from . import common, modal, render
 

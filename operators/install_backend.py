@@ -15,7 +15,7 @@ from typing import ClassVar
 
 import bpy
 
-from .. import preferences
+from .. import preferences, state
 from ..client.installer import (
     STEP_TITLES,
     Canceled,
@@ -34,12 +34,9 @@ TICK = 0.2  # seconds between two drains while an install runs
 # The folder holding requirements/backend.txt and the `backend` package (tests point it elsewhere).
 EXTENSION_ROOT: Path = preferences.ROOT
 
-_installer: Installer | None = None
-_last: Message | None = None  # the final message of the last install, for the operator's report
-
 
 def running() -> bool:
-    return _installer is not None
+    return state.install().running
 
 
 def install_settings(prefs: preferences.FramesmithPreferences) -> Settings:
@@ -64,30 +61,31 @@ def online_refusal(settings: Settings) -> str | None:
 
 
 def start(prefs: preferences.FramesmithPreferences) -> None:
-    global _installer, _last
     spec = InstallSpec(
         python=Path(sys.executable),
         target=preferences.backend_env_dir(),
         root=EXTENSION_ROOT,
         settings=install_settings(prefs),
     )
-    _installer, _last = Installer(spec), None
+    run = state.install()
+    run.installer, run.last = Installer(spec), None
     prefs.install_progress = 0.0
     prefs.install_message = "Starting the install"
-    _installer.start()
+    run.installer.start()
     if not bpy.app.timers.is_registered(drain):
         bpy.app.timers.register(drain, first_interval=TICK, persistent=True)
 
 
 def cancel() -> None:
-    if _installer is not None:
-        _installer.cancel()
+    installer = state.install().installer
+    if installer is not None:
+        installer.cancel()
 
 
 def drain() -> float | None:
     """The timer: apply every waiting message on the main thread; None once the install ended."""
-    global _installer, _last
-    installer = _installer
+    run = state.install()
+    installer = run.installer
     if installer is None:
         return None
     prefs = preferences.get()
@@ -95,10 +93,10 @@ def drain() -> float | None:
         message = installer.messages.get_nowait()
         apply(prefs, message)
         if not isinstance(message, Progress):
-            _installer, _last = None, message
+            run.installer, run.last = None, message
             break
     _redraw_preferences()
-    return TICK if _installer is not None else None
+    return TICK if run.running else None
 
 
 def apply(prefs: preferences.FramesmithPreferences, message: Message) -> None:
@@ -135,11 +133,11 @@ def _redraw_preferences() -> None:
 
 def stop() -> None:
     """The add-on is being disabled: end the install and the timer."""
-    global _installer
-    if _installer is not None:
-        _installer.cancel()
-        _installer.join(timeout=15)
-        _installer = None
+    run = state.install()
+    if run.installer is not None:
+        run.installer.cancel()
+        run.installer.join(timeout=15)
+        run.installer = None
     if bpy.app.timers.is_registered(drain):
         bpy.app.timers.unregister(drain)
 
@@ -160,8 +158,9 @@ class FRAMESMITH_OT_install_backend(bpy.types.Operator):
             return {"CANCELLED"}
         if not bpy.app.background:
             return {"FINISHED"}  # the timer follows it
-        assert _installer is not None  # a script under blender -b: the whole install, then return
-        _installer.join()
+        installer = state.install().installer
+        assert installer is not None  # a script under blender -b: the whole install, then return
+        installer.join()
         drain()
         return self._report_end()
 
@@ -215,11 +214,12 @@ class FRAMESMITH_OT_install_backend(bpy.types.Operator):
             self._timer = None
 
     def _report_end(self) -> set[str]:
-        if isinstance(_last, Finished):
-            self.report({"INFO"}, f"Framesmith: backend installed ({_last.python})")
+        last = state.install().last
+        if isinstance(last, Finished):
+            self.report({"INFO"}, f"Framesmith: backend installed ({last.python})")
             return {"FINISHED"}
-        if isinstance(_last, Failed):
-            self.report({"ERROR"}, f"Framesmith: {_last.message}")
+        if isinstance(last, Failed):
+            self.report({"ERROR"}, f"Framesmith: {last.message}")
         return {"CANCELLED"}
 
 

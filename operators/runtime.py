@@ -1,11 +1,12 @@
-"""What runs right now (not saved): watched job runners, backend calls, the backend's status, and
-the timer that applies worker-thread messages to the scene on Blender's main thread.
+"""What runs right now (not saved): watched job runners, backend calls, and the timer that applies
+worker-thread messages to the scene on Blender's main thread.
 
 Interactive runs start a runner and return; `advance()` renders the job's next input frame (if it
 still needs renders) and applies what the runner said. An operator's modal handler calls it for
 its own job; `tick()` (a bpy.app.timers function) for every other watched job. Background runs
 (`blender -b`, scripts) call `run_blocking()`, which drains the same messages with the same
-`apply()` until the job ends.
+`apply()` until the job ends. What the panels and preferences read (which takes are watched,
+the backend's status as the calls leave it) is in the session state, state.py.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
 
-from .. import properties
+from .. import properties, state
 from ..client.backend import ModelChoices
 from ..client.frames import FrameError
+from ..client.http import BackendError, BackendUnreachable
 from ..client.jobs import FINAL, Canceled, Created, Done, Failed, FrameReady, JobRunner, Message
 from ..client.jobs import Progress as JobProgress
+from ..client.launcher import LaunchError
 from . import strips
 from .render import FrameRenders
 
@@ -38,38 +41,22 @@ class Watched:
 
 
 @dataclass
-class BackendStatus:
-    busy: bool = False
-    ok: bool | None = None  # None: not checked yet
-    lines: list[str] = field(default_factory=lambda: ["Not checked yet"])
-
-
-@dataclass
 class _Call:
     title: str
     results: queue.Queue[tuple[bool, list[str]]]
 
 
-_watched: dict[str, Watched] = {}
+_watched: dict[str, Watched] = {}  # state.watching() says the same to the UI
 _calls: list[_Call] = []
-_status = BackendStatus()
 
 
+# The tests reach the session state through this module (their `runtime` fixture).
 def model_choices() -> ModelChoices:
-    from .. import model_menus  # the last listing, kept across restarts
-
-    return model_menus.listing().choices
+    return state.model_choices()
 
 
-def remember_models(choices: ModelChoices) -> None:
-    """Called from a backend call's thread: swaps the listing in and writes its file (no bpy)."""
-    from .. import model_menus
-
-    model_menus.MODELS.remember(choices)
-
-
-def backend_status() -> BackendStatus:
-    return _status
+def backend_status() -> state.BackendStatus:
+    return state.backend_status()
 
 
 def runner(take: str) -> JobRunner | None:
@@ -95,7 +82,7 @@ def watch(
 ) -> None:
     """Start the runner on its thread; `advance()` renders what it still needs (into its input
     feed) and applies what it says to `scene`."""
-    _watched[job_runner.take] = Watched(job_runner, scene.name, renders)
+    _follow(job_runner.take, Watched(job_runner, scene.name, renders))
     job_runner.start()
     _ensure_timer()
 
@@ -115,6 +102,16 @@ def cancel(take: str) -> bool:
     _drop_renders(watched)
     watched.runner.cancel()
     return True
+
+
+def _follow(take: str, watched: Watched) -> None:
+    _watched[take] = watched
+    state.set_watched(take, True)
+
+
+def _unfollow(take: str) -> None:
+    _watched.pop(take, None)
+    state.set_watched(take, False)
 
 
 def _drop_renders(watched: Watched) -> None:
@@ -149,7 +146,7 @@ def _drain(take: str, watched: Watched, scene: bpy.types.Scene | None) -> bool:
             apply(scene, message)
         if isinstance(message, FINAL):
             _drop_renders(watched)
-            _watched.pop(take, None)
+            _unfollow(take)
             return True
 
 
@@ -222,7 +219,7 @@ def tick() -> float | None:
         except queue.Empty:
             continue
         _calls.remove(call)
-        _set_status(ok, lines)
+        state.backend_status().end(ok, lines)
     _redraw()
     return TICK if (_watched or _calls) else None
 
@@ -300,7 +297,7 @@ def detach_all() -> None:
         entry = properties.find_job(scene.framesmith, take) if scene else None
         if entry is not None and entry.state not in properties.FINAL_STATES:
             entry.state = "DETACHED"
-        _watched.pop(take, None)
+        _unfollow(take)
 
 
 # --- backend calls ---------------------------------------------------------------------------
@@ -312,11 +309,11 @@ def backend_call(title: str, fn: Callable[[], list[str]], blocking: bool) -> tup
     Blocking: now, returning (ok, lines). Otherwise on a thread, returning (True, [title]) at
     once; the timer shows the result when it comes.
     """
-    _status.busy = True
-    _status.lines = [f"{title}..."]
+    status = state.backend_status()
+    status.begin(title)
     if blocking:
         ok, lines = _call(fn)
-        _set_status(ok, lines)
+        status.end(ok, lines)
         return ok, lines
     call = _Call(title, queue.Queue())
     _calls.append(call)
@@ -329,21 +326,12 @@ def backend_call(title: str, fn: Callable[[], list[str]], blocking: bool) -> tup
 
 
 def _call(fn: Callable[[], list[str]]) -> tuple[bool, list[str]]:
-    from ..client.http import BackendError, BackendUnreachable
-    from ..client.launcher import LaunchError
-
     try:
         return True, fn()
     except BackendError as exc:
         return False, [exc.detail]
     except (BackendUnreachable, LaunchError, OSError) as exc:
         return False, [str(exc)]
-
-
-def _set_status(ok: bool, lines: list[str]) -> None:
-    _status.busy = False
-    _status.ok = ok
-    _status.lines = lines or ["(no answer)"]
 
 
 # --- plumbing --------------------------------------------------------------------------------

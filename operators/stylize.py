@@ -12,19 +12,14 @@ from typing import ClassVar
 import bpy
 from bpy.props import EnumProperty
 
+from .. import state
 from ..client.frames import resolve_range
 from ..client.jobs import atomic_write
-from ..client.request import (
-    REFERENCE_FRAME,
-    REFERENCE_PASS,
-    Settings,
-    Shot,
-    StylizeRequest,
-    build_request,
-)
+from ..client.request import REFERENCE_FRAME, REFERENCE_PASS, StylizeRequest
+from ..client.request_builder import Settings, Shot, build_request
 from ..client.sizing import SizeError, working_size
 from ..properties import to_settings
-from . import common, modal, render, runtime
+from . import common, modal, render
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REFERENCE_FOLDER = "references"  # in the output folder: style references as uploaded
@@ -88,7 +83,7 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
 def stylize_size(scene: bpy.types.Scene) -> tuple[int, int]:
     """The size the shot is rendered, sent and stylized at: the render's aspect with the short
     side at the engine's working size (the backend's, as last listed, or the user's)."""
-    short_side = scene.framesmith.working_size or runtime.model_choices().working_size
+    short_side = scene.framesmith.working_size or state.model_choices().working_size
     try:
         return working_size(render.output_size(scene), short_side)
     except SizeError as exc:

@@ -1,12 +1,11 @@
 """What the panels show, shared by the 3D View and the Sequencer sidebars. Draw only: reads
-properties and the runtime state, never the network."""
+properties and the session state (state.py), never the network; buttons call operators by name."""
 
 from __future__ import annotations
 
 import bpy
 
-from .. import preferences
-from ..operators import runtime
+from .. import preferences, state
 from ..properties import FINAL_STATES
 
 STATE_ICONS = {
@@ -95,7 +94,7 @@ def models(layout: bpy.types.UILayout, props) -> None:
     row.prop(props, "lora_menu", text="")
     if props.lora:
         row.prop(props, "lora_weight", text="")
-    if not runtime.model_choices().checkpoints:
+    if not state.model_choices().checkpoints:
         box.label(text="Check the backend to list its models", icon="INFO")
 
 
@@ -143,7 +142,7 @@ def diffusion(layout: bpy.types.UILayout, props) -> None:
     col.prop(props, "checkpoint_menu", text="")
     col.prop(props, "motion_adapter_menu", text="")
     col.prop(props, "sparsectrl_menu", text="")
-    if not runtime.model_choices().sparsectrls:
+    if not state.model_choices().sparsectrls:
         box.label(text="Check the backend to list its models", icon="INFO")
 
 
@@ -165,14 +164,14 @@ def jobs(layout: bpy.types.UILayout, props) -> None:
     sub.enabled = live
     sub.operator("framesmith.cancel", icon="CANCEL").job = job.take
     sub = row.row(align=True)
-    sub.enabled = bool(job.job_id) and not runtime.watching(job.take)
+    sub.enabled = bool(job.job_id) and not state.watching(job.take)
     sub.operator("framesmith.reimport", icon="IMPORT").job = job.take
     row.operator("framesmith.open_folder", text="", icon="FILE_FOLDER").job = job.take
 
 
 def backend(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     prefs = preferences.get(context)
-    status = runtime.backend_status()
+    status = state.backend_status()
     layout.label(
         text="Local backend" if prefs.backend_mode == "LOCAL" else f"Remote: {prefs.url}",
         icon="CONSOLE" if prefs.backend_mode == "LOCAL" else "WORLD",

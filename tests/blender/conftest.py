@@ -187,7 +187,7 @@ def shot(prefs: Any, tmp_path: Path) -> Any:
 def listing_file(addon: ModuleType) -> Iterator[Path]:
     """The listing's file; whatever this test checks is put back afterwards (the panel test
     expects no models)."""
-    model_menus = sys.modules[f"{ADDON}.model_menus"]
+    model_menus = sys.modules[f"{ADDON}.state"]
     path = model_menus.MODELS.path
     assert path is not None, "model_menus.register() did not find the user folder"
     before = path.read_bytes() if path.is_file() else None

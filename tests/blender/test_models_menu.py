@@ -16,7 +16,7 @@ from typing import Any
 import bpy
 
 from client.http import BackendClient
-from client.request import Shot, build_request
+from client.request_builder import Shot, build_request
 from tests.blender.support import ADDON, REPO_MODULE
 
 
@@ -65,7 +65,7 @@ def restart_listing(runtime: ModuleType) -> None:
     """What a restart does to the listing: unregister forgets it, register finds the folder
     again and the menus read the file on first use. (Disabling the whole extension here would
     leave this session's preferences fixture dangling; a real new process is tested below.)"""
-    model_menus = sys.modules[f"{ADDON}.model_menus"]
+    model_menus = sys.modules[f"{ADDON}.state"]
     model_menus.unregister()
     empty = type(runtime.model_choices())()
     assert runtime.model_choices() == empty  # nothing in memory any more
@@ -95,7 +95,7 @@ def test_model_menus_keep_the_last_listing_across_restarts(
     props.sparsectrl_menu = sparsectrl
     assert (props.checkpoint, props.sparsectrl) == (checkpoint, sparsectrl)
     said = menu_description(props, "checkpoint_menu", checkpoint)
-    when = sys.modules[f"{ADDON}.model_menus"].listing().when()
+    when = sys.modules[f"{ADDON}.state"].listing().when()
     assert "last check" in said and when in said, said
 
     # a new Blender process on the same user folder offers the names before any check

@@ -70,7 +70,7 @@ def test_panels_in_both_sidebars(addon: ModuleType) -> None:
 def no_listing(addon: ModuleType, tmp_path: Path) -> Iterator[None]:
     """No model listing (as before the first check ever): the listing is read from an empty
     folder, whatever earlier tests checked; the session's own folder is used again after."""
-    models = sys.modules[f"{ADDON}.model_menus"].MODELS
+    models = sys.modules[f"{ADDON}.state"].MODELS
     folder = models.path.parent if models.path is not None else None
     models.use_folder(tmp_path / "no-listing")
     yield
@@ -126,7 +126,7 @@ def test_preferences_draw(prefs: Any) -> None:
 
 
 def test_backend_buttons_start_check_and_stop(prefs: Any, tmp_path: Path) -> None:
-    runtime = sys.modules[f"{ADDON}.operators.runtime"]
+    runtime = sys.modules[f"{ADDON}.state"]
     prefs.data_dir = str(tmp_path / "data")
     assert bpy.ops.framesmith.backend_start() == {"FINISHED"}
     ready = read_ready(tmp_path / "data")

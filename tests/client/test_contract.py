@@ -6,24 +6,21 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from backend.pipelines.base import JobSpec, Pass
-from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
-from backend.pipelines.inbetween_diffusion import DiffusionParams
+from backend.jobs import JobSpec, Pass
+from backend.pipelines.inbetween import InbetweenPipeline
 from backend.pipelines.inbetween_guided import guide_frames as backend_guide_frames
+from backend.pipelines.inbetween_params import DiffusionParams, InbetweenParams
 from backend.pipelines.stylize import StylizePipeline
 from backend.pipelines.stylize_params import StylizeParams
 from client.request import (
-    ControlNetSetting,
     DiffusionOptions,
     InbetweenMethod,
     Scheduler,
-    Settings,
-    Shot,
     StylizeMode,
-    build_request,
     from_job,
     guide_frames,
 )
+from client.request_builder import ControlNetSetting, Settings, Shot, build_request
 
 SHOT = Shot(64, 48, tuple(range(1, 17)), (1, 16), ((1, 0, 0), (0, 0, 1), (0, -1, 0)))
 NETS = (

@@ -33,7 +33,8 @@ from client.jobs import (
     atomic_write,
 )
 from client.launcher import LaunchError, read_ready, stop
-from client.request import ControlNetSetting, Request, Settings, Shot, build_request, from_json
+from client.request import Request, from_json
+from client.request_builder import ControlNetSetting, Settings, Shot, build_request
 from tests.backend.images import png_bytes, png_pixels, textured_square_scene
 from tests.backend.server import REPO
 

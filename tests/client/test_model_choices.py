@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from client.backend import ModelChoices
-from client.request import SCHEMA, Settings, Shot, StylizeRequest, build_request, from_job
+from client.request import SCHEMA, StylizeRequest, from_job
+from client.request_builder import Settings, Shot, build_request
 
 
 def test_choices_from_the_listing_by_kind() -> None:

@@ -8,20 +8,17 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from client.request import (
-    ControlNetSetting,
     DiffusionOptions,
     InbetweenRequest,
     JobKind,
     RequestError,
-    Settings,
-    Shot,
     StyleReference,
     StylizeRequest,
-    build_request,
     from_job,
     from_json,
     guide_frames,
 )
+from client.request_builder import ControlNetSetting, Settings, Shot, build_request
 
 SHOT = Shot(width=64, height=48, frames=tuple(range(1, 9)), keyframes=(1, 4, 8))
 STYLE = Settings(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from client.http import BackendClient, Connection
 from client.jobs import FINAL, Failed, InputFeed, JobRunner, Message, Progress
-from client.request import Settings, Shot, build_request
+from client.request_builder import Settings, Shot, build_request
 from tests.backend.images import png_bytes
 from tests.backend.server import Backend, start_and_finish
 from tests.promises.support import create_inbetween, square_keys
