@@ -3,7 +3,8 @@
 huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported, and diffusers copies the
 value into its own modules at import time. So the flag must be in the environment before the
 first `import diffusers` / `import transformers` / `import huggingface_hub` anywhere in the
-process: call ensure_offline() at the top of every module that imports them.
+process. The backend package sets them when it is imported, before any of its modules can import
+those libraries; ensure_offline() is the check for a process that may have imported them first.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def ensure_offline() -> None:
     if constants is not None and not getattr(constants, "HF_HUB_OFFLINE", False):
         raise OfflineError(
             "huggingface_hub was imported before HF_HUB_OFFLINE=1 was set, so it may try the "
-            "network. Import backend.models (or call backend.models.offline.ensure_offline()) "
+            "network. Import backend (or call backend.models.offline.ensure_offline()) "
             "before anything that imports diffusers, transformers or huggingface_hub, or start "
             "the backend with HF_HUB_OFFLINE=1 in its environment."
         )

@@ -2,7 +2,8 @@
 
 A safetensors file is an 8-byte little-endian header length, a JSON header mapping tensor names
 to {dtype, shape, data_offsets}, then the raw tensor bytes. Reading only the header tells what a
-file is (by its tensor names and shapes) at the cost of one small read.
+file is (by its tensor names and shapes) at the cost of one small read. read_checked_header
+adds the checks a hostile file needs (byte ranges that tile the data, nesting, huge numbers).
 """
 
 from __future__ import annotations
@@ -134,3 +135,47 @@ def sniff_pickle(path: Path) -> str | None:
 
 def is_pickle_name(path: Path) -> bool:
     return path.suffix.lower() in PICKLE_EXTENSIONS
+
+
+# ---- hostile files --------------------------------------------------------------------------
+
+
+def read_checked_header(path: Path) -> SafetensorsHeader:
+    """read_header, plus what a hostile file can do to it: every failure is a HeaderError whose
+    text says what is wrong, and a file the safetensors loader would refuse is refused here."""
+    try:
+        header = read_header(path)
+        _check_tensor_ranges(path)
+    except RecursionError:
+        raise HeaderError("its header is JSON nested deeper than any model's") from None
+    except MemoryError:
+        raise HeaderError("its header is too large to read") from None
+    except HeaderError:
+        raise
+    except ValueError as exc:  # e.g. an integer longer than Python converts (4300 digits)
+        raise HeaderError(f"its header holds a value that cannot be read ({exc})") from None
+    return header
+
+
+def _check_tensor_ranges(path: Path) -> None:
+    """The tensors' byte ranges must tile the data exactly, as the safetensors loader demands:
+    sorted by offset, each starting where the previous ended, the last ending at the file's end.
+    Overlaps, gaps and trailing bytes are refused. Reads the (already validated) header again:
+    read_header keeps no offsets."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n).decode("utf-8"))
+    ranges = sorted(
+        (tuple(value["data_offsets"]), key)
+        for key, value in header.items()
+        if key != "__metadata__"
+    )
+    end = 0
+    for (start, stop), key in ranges:
+        if start != end:
+            what = "overlaps another tensor" if start < end else "leaves a gap before it"
+            raise HeaderError(f"tensor {key!r} {what} (bytes {start} to {stop})")
+        end = stop
+    if end != size - 8 - n:
+        raise HeaderError(f"{size - 8 - n - end} bytes after the last tensor belong to none")

@@ -6,24 +6,19 @@ seconds. The architectures are the shipped skeletons configs/tiny-* (SD1.5's str
 same block types, an 8x VAE, 77-token CLIP; just 8-16 channels). Weights are drawn from fixed
 seeds with our own initialiser (zero-initialised layers such as ControlNet zero-convs and LoRA
 up-projections get non-zero values, so every model visibly changes an output), so two runs
-write byte-identical files.
+write byte-identical files. The tiny Wan2.1-VACE is in tiny_wan.py.
 """
 
 from __future__ import annotations
 
-from .offline import ensure_offline
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
 
-ensure_offline()
-
-import json  # noqa: E402
-import math  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import torch
+from diffusers import (
     AutoencoderKL,
     ControlNetModel,
     DDIMScheduler,
@@ -32,9 +27,9 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-from transformers import (  # noqa: E402
+from diffusers.utils import logging as diffusers_logging
+from safetensors.torch import save_file
+from transformers import (
     CLIPImageProcessor,
     CLIPTextConfig,
     CLIPTextModel,
@@ -42,10 +37,13 @@ from transformers import (  # noqa: E402
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
 )
-from transformers.utils import logging as transformers_logging  # noqa: E402
+from transformers.utils import logging as transformers_logging
 
-from . import ldm_layout  # noqa: E402
-from .registry import METADATA_KEY, SIDECAR_NAME, SIDECAR_SUFFIX, SKELETONS_DIR  # noqa: E402
+from . import ldm_layout
+from .sidecars import METADATA_KEY, SIDECAR_NAME, single_file_sidecar
+from .skeletons import SKELETONS_DIR
+from .tiny_common import SEEDS, fresh, randomize, write_sidecar
+from .tiny_wan import make_tiny_wan_vace
 
 # Saving tiny files needs no progress bars on stderr.
 diffusers_logging.disable_progress_bar()
@@ -69,13 +67,6 @@ LORA_FILE = "lora/tiny-lora.safetensors"
 # As published (h94/IP-Adapter: models/ip-adapter_sd15.safetensors + models/image_encoder/).
 IP_ADAPTER_FILE = "ip_adapter/tiny-ip-adapter-sd15.safetensors"
 IMAGE_ENCODER_FOLDER = "ip_adapter/image_encoder"
-WAN_VACE_FOLDER = "wan/tiny-wan2.1-vace"
-# The tiny Wan's working size (its framesmith.json): the real 1.3B's 832×480 rule, scaled down.
-WAN_TINY_WORKING_SIZE = (32, 32)
-
-SEEDS = {"unet": 1, "vae": 2, "text_encoder": 3, "depth": 4, "normal": 5, "lineart": 6}
-SEEDS |= {"motion": 7, "sparsectrl": 8, "lora": 9, "ip_adapter": 10, "image_encoder": 11}
-SEEDS |= {"wan_transformer": 12, "wan_vae": 13, "wan_text_encoder": 14}
 
 LORA_RANK = 2
 LORA_ALPHA = 1.0
@@ -91,33 +82,6 @@ _STARTOFTEXT, _ENDOFTEXT = "<|startoftext|>", "<|endoftext|>"
 
 def _json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Deterministic random weights from our own generator, then eval mode.
-
-    Norm scales near 1, biases near 0, other weights ~N(0, 1/fan_in): well-behaved activations
-    through the tiny nets, and no zero-initialised layer left silent.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    norm_types = (torch.nn.GroupNorm, torch.nn.LayerNorm)
-    norm_params = {
-        f"{name}.{p}" if name else p
-        for name, module in model.named_modules()
-        if isinstance(module, norm_types)
-        for p, _ in module.named_parameters(recurse=False)
-    }
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            noise = torch.randn(param.shape, generator=gen, dtype=torch.float32)
-            if name in norm_params:
-                value = 1.0 + 0.1 * noise if name.endswith("weight") else 0.02 * noise
-            elif param.ndim == 1:
-                value = 0.02 * noise
-            else:
-                value = noise / math.sqrt(max(1, math.prod(param.shape[1:])))
-            param.copy_(value.to(param.dtype))
-    return model.eval()
 
 
 def _bytes_to_unicode() -> list[str]:
@@ -275,19 +239,6 @@ def _save(state: dict[str, torch.Tensor], path: Path, declared: dict[str, str]) 
     return path
 
 
-def _sidecar(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _fresh(path: Path) -> Path:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def make_tiny_models(dest: Path, *, video_models: bool = False) -> list[Path]:
     """Write the tiny model set under `dest` (created if needed); returns the paths written.
 
@@ -299,84 +250,74 @@ def make_tiny_models(dest: Path, *, video_models: bool = False) -> list[Path]:
     written: list[Path] = []
     if video_models:
         written.append(make_tiny_wan_vace(dest))
-
     pipe = build_tiny_pipeline()
-    folder = _fresh(dest / CHECKPOINT_FOLDER)
-    pipe.save_pretrained(folder, safe_serialization=True)
-    written.append(folder)
-
-    single: dict[str, torch.Tensor] = {}
-    single |= ldm_layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
-    single |= ldm_layout.vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config)
-    single |= ldm_layout.clip_to_ldm(pipe.text_encoder.state_dict())
-    written.append(_save(single, _fresh(dest / CHECKPOINT_FILE), {"config": TINY_SD.name}))
-
-    depth = build_tiny_controlnet(SEEDS["depth"])
-    folder = _fresh(dest / CONTROLNET_DEPTH_FOLDER)
-    depth.save_pretrained(folder, safe_serialization=True)
-    _sidecar(folder / SIDECAR_NAME, {"controlnet_type": "depth"})
-    written.append(folder)
-
-    normal = build_tiny_controlnet(SEEDS["normal"])  # original control_model.* layout
-    written.append(
-        _save(
-            ldm_layout.controlnet_to_ldm(normal.state_dict(), normal.config),
-            _fresh(dest / CONTROLNET_NORMAL_FILE),
-            {"config": TINY_CONTROLNET.name, "controlnet_type": "normal"},
-        )
-    )
-
-    lineart = build_tiny_controlnet(SEEDS["lineart"])  # diffusers layout in one file
-    path = _save(
-        lineart.state_dict(),
-        _fresh(dest / CONTROLNET_LINEART_FILE),
-        {"config": TINY_CONTROLNET.name},
-    )
-    sidecar = path.with_name(path.name[: -len(".safetensors")] + SIDECAR_SUFFIX)
-    _sidecar(sidecar, {"controlnet_type": "lineart"})
-    written += [path, sidecar]
-
-    adapter = build_tiny_motion_adapter()
-    folder = _fresh(dest / MOTION_FOLDER)
-    adapter.save_pretrained(folder, safe_serialization=True)
-    written.append(folder)
-    written.append(
-        _save(
-            ldm_layout.motion_adapter_to_original(adapter.state_dict()),
-            _fresh(dest / MOTION_FILE),
-            {"config": TINY_MOTION_ADAPTER.name},
-        )
-    )
-
-    sparse = build_tiny_sparsectrl()
-    folder = _fresh(dest / SPARSECTRL_FOLDER)
-    sparse.save_pretrained(folder, safe_serialization=True)
-    _sidecar(folder / SIDECAR_NAME, {"controlnet_type": "rgb"})
-    written.append(folder)
-
-    written.append(_save(tiny_lora_state_dict(pipe), _fresh(dest / LORA_FILE), {}))
-
-    written.append(_save(tiny_ip_adapter_state_dict(pipe.unet), _fresh(dest / IP_ADAPTER_FILE), {}))
+    written += _write_checkpoints(dest, pipe)
+    written += _write_controlnets(dest)
+    written += _write_motion_models(dest)
+    written.append(_save(tiny_lora_state_dict(pipe), fresh(dest / LORA_FILE), {}))
+    written.append(_save(tiny_ip_adapter_state_dict(pipe.unet), fresh(dest / IP_ADAPTER_FILE), {}))
     encoder, processor = build_tiny_image_encoder()
-    folder = _fresh(dest / IMAGE_ENCODER_FOLDER)
+    folder = fresh(dest / IMAGE_ENCODER_FOLDER)
     encoder.save_pretrained(folder, safe_serialization=True)
     processor.save_pretrained(folder)
     written.append(folder)
     return written
 
 
+def _write_checkpoints(dest: Path, pipe: StableDiffusionPipeline) -> list[Path]:
+    """The tiny checkpoint as a diffusers folder and as an original (LDM) single file."""
+    folder = fresh(dest / CHECKPOINT_FOLDER)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    single: dict[str, torch.Tensor] = {}
+    single |= ldm_layout.unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config)
+    single |= ldm_layout.vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config)
+    single |= ldm_layout.clip_to_ldm(pipe.text_encoder.state_dict())
+    return [folder, _save(single, fresh(dest / CHECKPOINT_FILE), {"config": TINY_SD.name})]
+
+
+def _write_controlnets(dest: Path) -> list[Path]:
+    """Three ControlNets in the three layouts users have: folder, original file, diffusers file."""
+    depth = build_tiny_controlnet(SEEDS["depth"])
+    folder = fresh(dest / CONTROLNET_DEPTH_FOLDER)
+    depth.save_pretrained(folder, safe_serialization=True)
+    write_sidecar(folder / SIDECAR_NAME, {"controlnet_type": "depth"})
+
+    normal = build_tiny_controlnet(SEEDS["normal"])  # original control_model.* layout
+    normal_file = _save(
+        ldm_layout.controlnet_to_ldm(normal.state_dict(), normal.config),
+        fresh(dest / CONTROLNET_NORMAL_FILE),
+        {"config": TINY_CONTROLNET.name, "controlnet_type": "normal"},
+    )
+
+    lineart = build_tiny_controlnet(SEEDS["lineart"])  # diffusers layout in one file
+    lineart_file = _save(
+        lineart.state_dict(),
+        fresh(dest / CONTROLNET_LINEART_FILE),
+        {"config": TINY_CONTROLNET.name},
+    )
+    sidecar = single_file_sidecar(lineart_file)
+    write_sidecar(sidecar, {"controlnet_type": "lineart"})
+    return [folder, normal_file, lineart_file, sidecar]
+
+
+def _write_motion_models(dest: Path) -> list[Path]:
+    """The motion adapter (folder and original file) and the SparseCtrl RGB folder."""
+    adapter = build_tiny_motion_adapter()
+    motion_folder = fresh(dest / MOTION_FOLDER)
+    adapter.save_pretrained(motion_folder, safe_serialization=True)
+    motion_file = _save(
+        ldm_layout.motion_adapter_to_original(adapter.state_dict()),
+        fresh(dest / MOTION_FILE),
+        {"config": TINY_MOTION_ADAPTER.name},
+    )
+    sparse = build_tiny_sparsectrl()
+    sparse_folder = fresh(dest / SPARSECTRL_FOLDER)
+    sparse.save_pretrained(sparse_folder, safe_serialization=True)
+    write_sidecar(sparse_folder / SIDECAR_NAME, {"controlnet_type": "rgb"})
+    return [motion_folder, motion_file, sparse_folder]
+
+
 def write_tiny_skeleton_tokenizer(dest: Path = TINY_SD / "tokenizer") -> Path:
     """(Re)write the tiny skeleton's tokenizer files shipped in configs/tiny-sd15/tokenizer/."""
-    build_tiny_tokenizer().save_pretrained(_fresh(dest))
+    build_tiny_tokenizer().save_pretrained(fresh(dest))
     return dest
-
-
-def make_tiny_wan_vace(dest: Path) -> Path:
-    """Write the tiny Wan2.1-VACE folder under `dest` (its own module keeps this one short)."""
-    from .tiny_wan import build_tiny_wan_vace
-
-    folder = _fresh(Path(dest) / WAN_VACE_FOLDER)
-    build_tiny_wan_vace().save_pretrained(folder, safe_serialization=True)
-    width, height = WAN_TINY_WORKING_SIZE
-    _sidecar(folder / SIDECAR_NAME, {"working_size": [width, height]})
-    return folder

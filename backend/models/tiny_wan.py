@@ -8,21 +8,24 @@ unigram built here: the real umT5 vocabulary cannot be shipped or fetched.
 
 from __future__ import annotations
 
-from .offline import ensure_offline
+from pathlib import Path
 
-ensure_offline()
-
-from diffusers import (  # noqa: E402
+from diffusers import (
     AutoencoderKLWan,
     UniPCMultistepScheduler,
     WanVACEPipeline,
     WanVACETransformer3DModel,
 )
-from tokenizers import Tokenizer, models, pre_tokenizers, processors  # noqa: E402
-from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
 
-from .tiny import SEEDS, randomize  # noqa: E402
+from .sidecars import SIDECAR_NAME
+from .tiny_common import SEEDS, fresh, randomize, write_sidecar
 
+# Where make_tiny_models(video_models=True) writes it, in the recommended folder layout.
+WAN_VACE_FOLDER = "wan/tiny-wan2.1-vace"
+# The tiny Wan's working size (its framesmith.json): the real 1.3B's 832×480 rule, scaled down.
+WAN_TINY_WORKING_SIZE = (32, 32)
 TEXT_DIM = 32
 MAX_TOKENS = 512  # the real pipeline's max_sequence_length
 _SPECIALS = ("<pad>", "</s>", "<unk>")
@@ -95,3 +98,12 @@ def build_tiny_wan_vace() -> WanVACEPipeline:
         scheduler=scheduler,
         transformer=randomize(transformer, SEEDS["wan_transformer"]),
     )
+
+
+def make_tiny_wan_vace(dest: Path) -> Path:
+    """Write the tiny Wan2.1-VACE folder under `dest`; returns the folder."""
+    folder = fresh(Path(dest) / WAN_VACE_FOLDER)
+    build_tiny_wan_vace().save_pretrained(folder, safe_serialization=True)
+    width, height = WAN_TINY_WORKING_SIZE
+    write_sidecar(folder / SIDECAR_NAME, {"working_size": [width, height]})
+    return folder

@@ -7,46 +7,31 @@ runs once per prompt, and its embeddings are cached by the runtime.
 
 from __future__ import annotations
 
-from .offline import ensure_offline
+from pathlib import Path
+from typing import Any
 
-ensure_offline()
+import torch
+from diffusers import AutoencoderKLWan, WanVACEPipeline
 
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from diffusers import AutoencoderKLWan, WanVACEPipeline  # noqa: E402
-
-from .loading import (  # noqa: E402
-    ModelLoadError,
-    _checked_path,
-    _expect,
-    resolve_dtype,
-)
-from .registry import (  # noqa: E402
-    ModelEntry,
-    ModelKind,
-    ModelRegistry,
-    check_wan_vace_folder,
-)
+from .catalogue import ModelKind
+from .dtypes import resolve_dtype
+from .entries import ModelEntry, Refused
+from .load_checks import ModelLoadError, checked_path, expect_kind
+from .loaders import freeze
+from .registry import ModelRegistry
+from .wan_folder import check_wan_vace_folder
 
 
 def _checked_folder(entry: ModelEntry, registry: ModelRegistry | None) -> Path:
     """The folder, checked again right before diffusers reads it (it may have changed): the
     same file checks as every other model, then the Wan folder's own layout."""
-    _expect(entry, ModelKind.WAN_VACE)
-    path = _checked_path(entry, registry)
+    expect_kind(entry, ModelKind.WAN_VACE)
+    path = checked_path(entry, registry)
     try:
         check_wan_vace_folder(path)
-    except Exception as exc:  # registry._Refused: the folder changed since the scan
+    except (Refused, OSError) as exc:  # the folder changed since the scan
         raise ModelLoadError(f"'{entry.name}' ({path}) is {exc}") from None
     return path
-
-
-def _frozen(model: Any) -> Any:
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 def load_wan_vace(
@@ -76,20 +61,8 @@ def load_wan_vace(
             f"Wan2.1-VACE model '{entry.name}' could not be loaded from {path}: {exc}"
         ) from None
     for model in (pipe.transformer, pipe.vae, pipe.text_encoder):
-        _frozen(model)
+        freeze(model)
     pipe.transformer.to(device)
     pipe.vae.to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def folder_fingerprint(entry: ModelEntry) -> tuple[Any, ...]:
-    """Changes when any weights file of the folder changes on disk."""
-    stats = []
-    for file in sorted(entry.path.rglob("*.safetensors")):
-        try:
-            st = file.stat()
-        except OSError:
-            continue
-        stats.append((str(file), st.st_size, st.st_mtime_ns))
-    return (entry.kind.value, str(entry.path), tuple(stats))

@@ -13,8 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from backend.models.registry import ModelKind, ModelRegistry
-from backend.pipelines.base import REFERENCE_FRAME, Pass
+from backend.jobs import REFERENCE_FRAME, Pass
+from backend.models.catalogue import ModelKind
+from backend.models.registry import ModelRegistry
 from tests.backend.images import png_bytes, png_pixels
 from tests.backend.server import Backend, outputs, start_and_finish
 
@@ -110,7 +111,7 @@ def test_tiny_ip_adapter_and_image_encoder_are_recognised(tiny_models: Path) -> 
 
 
 def test_ip_adapter_loads_offline_into_the_cached_checkpoint(tiny_models: Path) -> None:
-    from backend.models.loading import ModelCache, ModelSet
+    from backend.models.cache import ModelCache, ModelSet
 
     cache = ModelCache(ModelRegistry(tiny_models).scan(), max_sets=2)
     plain = cache.load(ModelSet(checkpoint="tiny-sd15"))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.models.registry import ModelKind, ModelRegistry, Need
+from backend.models.catalogue import ModelKind
+from backend.models.registry import ModelRegistry, Need
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_loading_module_runs_offline() -> None:
     import huggingface_hub.constants
     from diffusers.utils import hub_utils
 
-    import backend.models.loading  # noqa: F401
+    import backend.models.loaders  # noqa: F401
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert huggingface_hub.constants.HF_HUB_OFFLINE is True
@@ -239,8 +240,10 @@ def test_pickles_are_refused_and_never_unpickled(models_copy: Path, tmp_path: Pa
     assert _kinds(reg) == TINY_EXPECTED  # the real models are unaffected
     json.dumps(reg.to_json())
 
-    from backend.models.loading import ModelLoadError, apply_lora, load_checkpoint
-    from backend.models.registry import ModelEntry
+    from backend.models.entries import ModelEntry
+    from backend.models.load_checks import ModelLoadError
+    from backend.models.loaders import load_checkpoint
+    from backend.models.lora import apply_lora
 
     for rel in ("checkpoints/disguised.safetensors", "checkpoints/SHOUTING.SAFETENSORS"):
         forged = ModelEntry(
@@ -444,7 +447,7 @@ def test_models_json_of_an_empty_folder(tmp_path: Path) -> None:
 def test_every_kind_loads_offline(registry: ModelRegistry) -> None:
     from diffusers import ControlNetModel, MotionAdapter, SparseControlNetModel
 
-    from backend.models import loading
+    from backend.models import loaders as loading
 
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     for name, (kind, _, _) in TINY_EXPECTED.items():
@@ -471,7 +474,7 @@ def test_every_kind_loads_offline(registry: ModelRegistry) -> None:
 def test_single_file_checkpoint_equals_its_folder_twin(registry: ModelRegistry) -> None:
     import torch
 
-    from backend.models.loading import load_checkpoint
+    from backend.models.loaders import load_checkpoint
 
     folder = load_checkpoint(registry.get("checkpoints/tiny-sd15"), registry=registry)
     single = load_checkpoint(registry.get("checkpoints/tiny-sd15-ldm"), registry=registry)
@@ -496,7 +499,8 @@ def test_single_file_checkpoint_equals_its_folder_twin(registry: ModelRegistry) 
 def test_single_file_controlnets_and_motion_module_load_exactly(registry: ModelRegistry) -> None:
     import torch
 
-    from backend.models import loading, tiny
+    from backend.models import loaders as loading
+    from backend.models import tiny
 
     def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         sa, sb = a.state_dict(), b.state_dict()
@@ -519,7 +523,7 @@ def test_single_file_controlnets_and_motion_module_load_exactly(registry: ModelR
 def test_uppercase_extension_loads_through_safetensors(models_copy: Path) -> None:
     import torch
 
-    from backend.models.loading import load_checkpoint
+    from backend.models.loaders import load_checkpoint
 
     src = models_copy / "checkpoints" / "tiny-sd15-ldm.safetensors"
     shutil.move(src, models_copy / "checkpoints" / "LOUD.SAFETENSORS")
@@ -532,7 +536,8 @@ def test_uppercase_extension_loads_through_safetensors(models_copy: Path) -> Non
 def test_lora_changes_the_unet_output(registry: ModelRegistry) -> None:
     import torch
 
-    from backend.models.loading import apply_lora, load_checkpoint
+    from backend.models.loaders import load_checkpoint
+    from backend.models.lora import apply_lora
 
     latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     context = torch.randn(1, 77, 8, generator=torch.Generator().manual_seed(2))
@@ -559,7 +564,8 @@ def test_lora_in_peft_layout_merges_the_same(registry: ModelRegistry, tmp_path: 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from backend.models.loading import apply_lora, load_checkpoint
+    from backend.models.loaders import load_checkpoint
+    from backend.models.lora import apply_lora
 
     kohya = load_file(str(registry.get("tiny-lora").path))
     peft: dict[str, torch.Tensor] = {}
@@ -606,7 +612,9 @@ def registry_module_name(kohya: str) -> str:
 def test_single_file_without_tokenizer_says_where_to_put_one(
     registry: ModelRegistry, models_copy: Path, tmp_path: Path
 ) -> None:
-    from backend.models.loading import ModelLoadError, find_tokenizer, skeleton_dir
+    from backend.models.load_checks import ModelLoadError
+    from backend.models.loaders import find_tokenizer
+    from backend.models.skeletons import skeleton_dir
 
     sd15 = skeleton_dir("sd15")
     with pytest.raises(ModelLoadError, match=re.escape(f"{registry.root}/tokenizer/")):
@@ -622,7 +630,8 @@ def test_single_file_without_tokenizer_says_where_to_put_one(
 def test_a_single_file_of_unknown_architecture_asks_for_a_config(models_copy: Path) -> None:
     import dataclasses
 
-    from backend.models.loading import ModelLoadError, load_checkpoint
+    from backend.models.load_checks import ModelLoadError
+    from backend.models.loaders import load_checkpoint
 
     reg = ModelRegistry(models_copy).scan()
     unknown = dataclasses.replace(reg.get("tiny-sd15-ldm"), config=None)
@@ -631,7 +640,8 @@ def test_a_single_file_of_unknown_architecture_asks_for_a_config(models_copy: Pa
 
 
 def test_a_missing_path_fails_fast_without_the_hub(registry: ModelRegistry, tmp_path: Path) -> None:
-    from backend.models.loading import ModelLoadError, load_controlnet
+    from backend.models.load_checks import ModelLoadError
+    from backend.models.loaders import load_controlnet
 
     gone = _entry_like(registry.get("tiny-controlnet-depth"), tmp_path / "deleted-model")
     with pytest.raises(ModelLoadError, match="no longer at"):
@@ -642,7 +652,7 @@ def test_a_missing_path_fails_fast_without_the_hub(registry: ModelRegistry, tmp_
 
 
 def test_cache_keeps_a_model_set_loaded(registry: ModelRegistry) -> None:
-    from backend.models.loading import LoraSpec, ModelCache, ModelSet
+    from backend.models.cache import LoraSpec, ModelCache, ModelSet
 
     cache = ModelCache(registry)
     video = ModelSet(
@@ -668,7 +678,8 @@ def test_cache_keeps_a_model_set_loaded(registry: ModelRegistry) -> None:
 
 
 def test_cache_explains_unknown_names(registry: ModelRegistry) -> None:
-    from backend.models.loading import ModelCache, ModelLoadError, ModelSet
+    from backend.models.cache import ModelCache, ModelSet
+    from backend.models.load_checks import ModelLoadError
 
     with pytest.raises(ModelLoadError, match="Motion adapter 'mm_sd_v15_v2' is not installed"):
         ModelCache(registry).load(ModelSet(checkpoint="tiny-sd15", motion_adapter="mm_sd_v15_v2"))
@@ -679,7 +690,7 @@ def test_the_tiny_set_runs_the_animatediff_pipelines(registry: ModelRegistry) ->
     import torch
     from diffusers import AnimateDiffControlNetPipeline, AnimateDiffSparseControlNetPipeline
 
-    from backend.models.loading import ModelCache, ModelSet
+    from backend.models.cache import ModelCache, ModelSet
 
     loaded = ModelCache(registry).load(
         ModelSet(
@@ -727,9 +738,9 @@ def test_sd15_skeletons_have_the_published_architectures() -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from backend.models import ldm_layout
-    from backend.models.loading import skeleton_dir
-    from backend.models.registry import _classify_header
+    from backend.models.classify import classify_header as _classify_header
     from backend.models.safetensors_header import SafetensorsHeader, TensorInfo
+    from backend.models.skeletons import skeleton_dir
 
     sd, cn, mm = (
         skeleton_dir("sd15"),
