@@ -1,8 +1,11 @@
-"""Which compute device the worker uses. torch is imported here only, and only when asked."""
+"""Which compute device the worker uses, and giving its memory back. torch is imported here
+only, and only when asked."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import sys
 
 log = logging.getLogger("framesmith.device")
 
@@ -36,3 +39,13 @@ def describe(device: str) -> str:
         return f"{device} ({props.name}, {props.total_memory / 2**30:.0f} GiB)"
     except Exception:  # a description is best effort
         return device
+
+
+def free_memory() -> None:
+    """Give memory back after large objects were dropped (a model set, a failed chunk's
+    tensors): collect them, then empty torch's CUDA cache. torch is looked up, not imported: a
+    process that never imported it holds no GPU memory."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,8 +1,9 @@
 """Jobs in SQLite (WAL) plus one folder per job; inputs and outputs are atomic files.
 
-The database holds each job's request, state and progress; the files are the truth for what
-was uploaded and what has finished, so a frame renamed into place before a crash is never lost
-and never recomputed.
+The database (store_schema) holds each job's request, state and progress; the files
+(store_files) are the truth for what was uploaded and what has finished, so a frame renamed into
+place before a crash is never lost and never recomputed. Store is the one object over both: job
+rows and their states, uploads committed under its lock, and the damage found at start.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import enum
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import sqlite3
@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .files import TMP_MARK, _fsync_dir, atomic_write, sweep_temp_files
-from .pipelines.base import JobSpec, Pass, PipelineError
+from .files import TMP_MARK, _fsync_dir, sweep_temp_files
+from .jobs import JobSpec, Pass
+from .store_files import JOB_ID_RE, JobFiles, UnsafePath
+from .store_schema import DB_NAME, DamagedStore, open_database
 
 log = logging.getLogger("framesmith.store")
 
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
-FRAME_DIGITS = 6
-DB_NAME = "framesmith.db"
 QUARANTINE = "quarantine"
 # A job whose runs ended this many times in a row with the backend dying (and no new finished
 # frame) is not resumed again: it would most likely take the backend down once more.
@@ -39,8 +38,8 @@ MAX_CRASHED_RUNS = 2
 # Uploads are written here first and moved into their job's folder only while the job still
 # takes inputs (checked under the store's lock, which start, cancel and delete also hold).
 INCOMING = "incoming"
-DELETED_MARK = ".deleted-"
-DEFAULT_MAX_AWAITING = 256  # jobs that may wait for inputs at once (the idlest expire)  # a deleted job's folder, renamed so, before it is removed
+DELETED_MARK = ".deleted-"  # a deleted job's folder, renamed so, before it is removed
+DEFAULT_MAX_AWAITING = 256  # jobs that may wait for inputs at once (the idlest expire)
 
 
 class JobState(enum.StrEnum):
@@ -103,10 +102,6 @@ class JobRecord:
         )
 
 
-class DamagedStore(Exception):
-    """The database cannot be used as it is; the message says what is wrong and what to do."""
-
-
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different request."""
 
@@ -124,115 +119,7 @@ class InputsClosed(Exception):
         )
 
 
-class UnsafePath(PipelineError):
-    """A path in the data folder is a symlink or lies behind one: it could lead outside."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(
-            f"refusing to use {path}: it is a symlink or lies behind one, and Framesmith only"
-            " reads and writes real files inside its data folder"
-        )
-
-
-class DamagedJobFolder(UnsafePath):
-    """A job's folder is something other than a folder (a damaged data folder)."""
-
-    def __init__(self, path: Path) -> None:
-        PipelineError.__init__(
-            self,
-            f"{path} should be this job's folder but is not a folder (the data folder was"
-            " damaged or edited by hand); create the job again",
-        )
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    state TEXT NOT NULL,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    frames TEXT NOT NULL,
-    keyframes TEXT NOT NULL,
-    params TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    queued_at REAL,
-    stage TEXT NOT NULL DEFAULT '',
-    done INTEGER NOT NULL DEFAULT 0,
-    total INTEGER NOT NULL DEFAULT 0,
-    chunk INTEGER NOT NULL DEFAULT 0,
-    chunks INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    idempotency_key TEXT UNIQUE,
-    request_hash TEXT NOT NULL DEFAULT '',
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    crashed_runs INTEGER NOT NULL DEFAULT 0,
-    run_start_frames INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, queued_at);
-CREATE TABLE IF NOT EXISTS quarantined_jobs (
-    seq INTEGER,
-    id TEXT,
-    reason TEXT NOT NULL,
-    row TEXT NOT NULL,
-    quarantined_at REAL NOT NULL
-);
-"""
-# Columns added after the first release: ALTER TABLE adds them to an older database.
-_ADDED_COLUMNS = {
-    "crashed_runs": "INTEGER NOT NULL DEFAULT 0",
-    "run_start_frames": "INTEGER NOT NULL DEFAULT 0",
-}
-
-
-def frame_name(frame: int, ext: str) -> str:
-    sign = "-" if frame < 0 else ""
-    return f"{sign}{abs(frame):0{FRAME_DIGITS}d}.{ext}"
-
-
-def _open_database(path: Path, jobs_dir: Path) -> sqlite3.Connection:
-    """Connect, create the schema where there is none, and refuse what cannot be used safely:
-    a database SQLite cannot read, or one with no jobs table beside existing job folders (a
-    truncated or deleted database would otherwise start empty and orphan every job)."""
-    if not path.exists():
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    db.row_factory = sqlite3.Row
-    try:
-        had_jobs = db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'"
-        ).fetchone()
-        folders = sum(1 for d in jobs_dir.iterdir() if JOB_ID_RE.match(d.name))
-        if had_jobs is None and folders:
-            size = path.stat().st_size
-            raise DamagedStore(
-                f"the job database {path} holds no jobs ({size} bytes) but {jobs_dir} holds"
-                f" {folders} job folder(s), so it was truncated, replaced or deleted; restore it"
-                " from a backup, or move the jobs folder aside to start with no jobs"
-            )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        have = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
-        for column, decl in _ADDED_COLUMNS.items():
-            if column not in have:
-                db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {decl}")
-    except sqlite3.DatabaseError as exc:
-        db.close()
-        raise DamagedStore(
-            f"the job database {path} cannot be read ({exc}); restore it from a backup, or move"
-            " it and the jobs folder beside it aside to start with no jobs"
-        ) from None
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-class Store:
+class Store(JobFiles):
     def __init__(self, data_dir: Path) -> None:
         """Open (or create) the jobs of `data_dir`. DamagedStore when the database cannot be
         used safely; unreadable rows and job folders are quarantined and the rest served."""
@@ -241,7 +128,7 @@ class Store:
         self.jobs_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.quarantine_dir = self.root / QUARANTINE
         self._lock = threading.RLock()
-        self._db = _open_database(self.root / DB_NAME, self.jobs_dir)
+        self._db = open_database(self.root / DB_NAME, self.jobs_dir)
         try:
             self._quarantine_unreadable_rows()
             self._quarantine_broken_folders()
@@ -592,32 +479,6 @@ class Store:
         log.info("job %s deleted", job_id)
         return state
 
-    # --- files ----------------------------------------------------------------------------
-
-    def job_dir(self, job_id: str) -> Path:
-        if not JOB_ID_RE.match(job_id):
-            raise ValueError(f"not a job id: {job_id!r}")
-        return self.jobs_dir / job_id
-
-    def _real(self, path: Path) -> bool:
-        """No symlink on the way from the (resolved) data folder to `path`, path included."""
-        return path.resolve() == path
-
-    def input_path(self, job_id: str, pass_: Pass, frame: int, ext: str) -> Path:
-        return self.job_dir(job_id) / "inputs" / pass_.value / frame_name(frame, ext)
-
-    def find_input(self, job_id: str, pass_: Pass, frame: int) -> Path | None:
-        for ext in ("png", "exr"):
-            p = self.input_path(job_id, pass_, frame, ext)
-            if self._real(p) and p.is_file():
-                return p
-        return None
-
-    def _check_folder(self, job_id: str) -> None:
-        folder = self.job_dir(job_id)
-        if folder.exists() and not folder.is_dir():
-            raise DamagedJobFolder(folder)
-
     def save_input(
         self, job_id: str, pass_: Pass, frame: int, ext: str, data: bytes | bytearray
     ) -> Path:
@@ -655,58 +516,6 @@ class Store:
             with self._tx() as db:  # an input is activity: the job is not idle (expiry)
                 db.execute("UPDATE jobs SET updated_at = ? WHERE id = ?", (time.time(), job_id))
         _fsync_dir(path.parent)
-
-    def uploaded(self, job_id: str) -> dict[Pass, set[int]]:
-        out: dict[Pass, set[int]] = {}
-        base = self.job_dir(job_id) / "inputs"
-        for p in Pass:
-            folder = base / p.value
-            if self._real(folder) and folder.is_dir():
-                frames = {_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)}
-                out[p] = {f for f in frames if f is not None}
-        return out
-
-    def output_path(self, job_id: str, frame: int) -> Path:
-        return self.job_dir(job_id) / "outputs" / frame_name(frame, "png")
-
-    def has_output(self, job_id: str, frame: int) -> bool:
-        path = self.output_path(job_id, frame)
-        return self._real(path) and path.is_file()
-
-    def read_output(self, job_id: str, frame: int) -> bytes | None:
-        """A finished frame's PNG bytes; None if not finished (or not a real file in here)."""
-        path = self.output_path(job_id, frame)
-        if not self._real(path):
-            return None
-        try:
-            return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            return None
-
-    def write_output(self, job_id: str, frame: int, png: bytes) -> None:
-        path = self.output_path(job_id, frame)
-        self._check_folder(job_id)
-        if not self._real(path.parent):
-            raise UnsafePath(path.parent)
-        atomic_write(path, png)  # a symlink planted at `path` itself is replaced, not followed
-
-    def finished_frames(self, job_id: str) -> list[int]:
-        folder = self.job_dir(job_id) / "outputs"
-        if not (self._real(folder) and folder.is_dir()):
-            return []
-        frames = [_frame_of(f) for f in folder.iterdir() if _is_frame_file(f)]
-        return sorted(f for f in frames if f is not None)
-
-
-def _is_frame_file(p: Path) -> bool:
-    return TMP_MARK not in p.name and not p.is_symlink() and p.is_file()
-
-
-def _frame_of(p: Path) -> int | None:
-    try:
-        return int(p.stem)
-    except ValueError:
-        return None
 
 
 def _crashed_error(runs: int) -> str:

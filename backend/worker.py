@@ -6,7 +6,6 @@ its first missing frame and never recomputes (or rewrites) a finished one.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import sys
@@ -14,19 +13,16 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import cv2
 import numpy as np
 
 from . import pipelines
-from .pipelines.base import (
-    ANY_SIZE_PASSES,
-    Canceled,
-    Chunk,
-    InputError,
-    JobSpec,
-    Pass,
-    PipelineError,
-)
+from .device import free_memory
+from .jobs import ANY_SIZE_PASSES, InputError, JobSpec, Pass, PipelineError, shortened_list
+from .pipelines.base import Canceled, Chunk
 from .store import JobRecord, JobState, Progress, Store
+from .vision.imageio import decode
+from .vision.png import encode_png
 
 log = logging.getLogger("framesmith.worker")
 
@@ -72,8 +68,6 @@ class JobContext:
     def input(self, p: Pass, frame: int) -> np.ndarray:
         key = (p, frame)
         if key not in self._decoded:
-            from .vision.imageio import decode
-
             path = self._store.find_input(self.job.id, p, frame)
             if path is None:
                 raise PipelineError(f"input {p.value} for frame {frame} was not uploaded")
@@ -89,8 +83,6 @@ class JobContext:
         data = self._store.read_output(self.job.id, frame)
         if data is None:
             return None
-        import cv2
-
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None:
             return None
@@ -99,8 +91,6 @@ class JobContext:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def write_output(self, frame: int, image: np.ndarray) -> None:
-        from .vision.imageio import encode_png
-
         if frame not in self.job.frames:
             raise PipelineError(f"pipeline wrote frame {frame}, which the job did not ask for")
         h, w = self.job.height, self.job.width
@@ -233,7 +223,7 @@ class Worker:
                 missing = self._missing_frames(job.id, chunk.frames)
                 if missing:
                     raise PipelineError(
-                        f"the {job.kind} pipeline did not produce frame(s) {_frames(missing)}"
+                        f"the {job.kind} pipeline did not produce frame(s) {shortened_list(missing)}"
                     )
             ctx.set_chunk(len(chunks), len(chunks))
         except Canceled:
@@ -247,7 +237,7 @@ class Worker:
             return
         missing = self._missing_frames(job.id, spec.frames)
         if missing:
-            self._fail(job.id, f"frames {_frames(missing)} are missing after the last chunk")
+            self._fail(job.id, f"frames {shortened_list(missing)} are missing after the last chunk")
             return
         self.store.transition(job.id, JobState.DONE, allowed_from=(JobState.RUNNING,))
 
@@ -272,7 +262,7 @@ class Worker:
                     str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
                     "giving up" if last else f"retrying at memory level {ctx.memory_level + 1}",
                 )
-            release_memory()  # outside the except block: the traceback's tensors are gone
+            free_memory()  # outside the except block: the traceback's tensors are gone
             if last:
                 advice = getattr(pipeline, "out_of_memory_advice", None)
                 raise PipelineError(
@@ -319,13 +309,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
-def release_memory() -> None:
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 class _OomFaults:
     """OOM_ENV's injected faults (tests only)."""
 
@@ -340,11 +323,6 @@ class _OomFaults:
             if not self._always and self._left <= 0:
                 return
             self._left -= 1
-        import torch
+        import torch  # heavy, and only this test fault needs it here
 
         raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_ENV}, a test fault)")
-
-
-def _frames(frames: list[int]) -> str:
-    shown = ", ".join(str(f) for f in frames[:10])
-    return shown + (f" and {len(frames) - 10} more" if len(frames) > 10 else "")

@@ -39,7 +39,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..pipelines.base import JobSpec, Pass
+from ..jobs import JobSpec, Pass
 from ..pipelines.inbetween import InbetweenPipeline
 from ..vision.imageio import decode
 from . import lineart_shots

@@ -12,19 +12,15 @@ It pads to the same 77 tokens, so the text encoder does the same work.
 
 from __future__ import annotations
 
-from ..models.offline import ensure_offline
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-ensure_offline()
-
-import json  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import torch
+from diffusers import (
     AutoencoderKL,
     ControlNetModel,
     DDIMScheduler,
@@ -32,12 +28,12 @@ from diffusers import (  # noqa: E402
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import CLIPTextConfig, CLIPTextModel
 
-from ..models.loading import LoadedModels, ModelSet  # noqa: E402
-from ..models.registry import SKELETONS_DIR  # noqa: E402
-from ..models.tiny import build_tiny_tokenizer  # noqa: E402
+from ..models.cache import LoadedModels, ModelSet
+from ..models.skeletons import SKELETONS_DIR
+from ..models.tiny import build_tiny_tokenizer
 
 SD15 = SKELETONS_DIR / "sd15"
 CONTROLNET = SKELETONS_DIR / "sd15-controlnet"

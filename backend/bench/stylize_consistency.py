@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..pipelines.base import Pass
+from ..jobs import Pass
 from ..pipelines.stylize_params import StylizeParams
 from .stylize_overhead import NETS, load_average
 from .stylize_report import Table, heading, note, number, print_result, ratio

@@ -25,10 +25,11 @@ import numpy as np
 from client.frames import frame_file
 from client.http import BackendClient, Connection
 from client.jobs import Done, JobRunner, Message
-from client.request import ControlNetSetting, Request, Settings, build_request
-from client.request import Shot as ShotInfo
+from client.request import Request
+from client.request_builder import ControlNetSetting, Settings, build_request
+from client.request_builder import Shot as ShotInfo
 
-from ..pipelines.base import Pass
+from ..jobs import Pass
 from ..pipelines.stylize_params import StylizeParams
 from .stylize_report import Table, heading, note, number, print_result, ratio
 from .stylize_service import ServiceError, SharedService
@@ -190,7 +191,7 @@ class DirectRun:
         import torch
         from diffusers import AnimateDiffVideoToVideoControlNetPipeline, DDIMScheduler
 
-        from ..models.loading import ModelCache, ModelSet
+        from ..models.cache import ModelCache, ModelSet
         from ..models.registry import ModelRegistry
         from ..pipelines.stylize import resolve_models
         from ..pipelines.stylize_params import parse_params
@@ -287,8 +288,8 @@ class InProcessWorker:
 
     def run(self, shot: Shot, params: dict[str, Any], poll_interval: float) -> float:
         """Seconds from queueing the job to its last frame on disk (inputs stored before)."""
+        from ..jobs import JobSpec
         from ..pipelines import get as get_pipeline
-        from ..pipelines.base import JobSpec
         from ..store import JobState
 
         pipeline = get_pipeline("stylize")
@@ -337,7 +338,9 @@ def server_side_work(
     shot: Shot, params: dict[str, Any], outputs: list[np.ndarray]
 ) -> ServerSideWork:
     from ..pipelines.stylize_params import parse_params
-    from ..vision.imageio import decode, encode_png, to_uint8
+    from ..vision.imageio import decode
+    from ..vision.pixels import to_uint8
+    from ..vision.png import encode_png
 
     parsed = parse_params(params)
     passes = [Pass.BEAUTY, *sorted({n.render_pass for n in parsed.controlnets})]

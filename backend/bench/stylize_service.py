@@ -16,7 +16,7 @@ from typing import Any
 
 from client.http import BackendClient, Connection
 
-from ..pipelines.base import Pass
+from ..jobs import Pass
 from .stylize_shot import Shot
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ from functools import cached_property
 
 import numpy as np
 
-from ..pipelines.base import Pass
-from ..vision.imageio import encode_png
+from ..jobs import Pass
 from ..vision.passes import flow_to_vector
+from ..vision.png import encode_png
 
 WALL_DEPTH = 10.0
 BALL_DEPTH = 4.0  # the ball's centre; its surface bulges towards the camera by up to one radius

@@ -118,7 +118,7 @@ class Bench:
         import torch
         from diffusers import AnimateDiffControlNetPipeline
 
-        from ..models.loading import resolve_dtype
+        from ..models.dtypes import resolve_dtype
         from ..pipelines.stylize_runtime import Runtime, make_scheduler
         from . import stylize_arch
 

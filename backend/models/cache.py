@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import torch
 from diffusers import (
     ControlNetModel,
     MotionAdapter,
@@ -18,6 +16,7 @@ from diffusers import (
     StableDiffusionPipeline,
 )
 
+from ..device import free_memory
 from .catalogue import ModelKind
 from .dtypes import device_name, dtype_name
 from .entries import ModelEntry, fingerprint
@@ -139,7 +138,7 @@ class ModelCache:
         with self._lock:
             self._sets.clear()
             self._components.clear()
-        _free_memory()
+        free_memory()
 
     def _entries(self, key: ModelSet) -> dict[str, ModelEntry]:
         entries: dict[str, ModelEntry] = {}
@@ -235,10 +234,4 @@ class ModelCache:
         before = len(self._components)
         self._components = {k: v for k, v in self._components.items() if id(v) in used}
         if len(self._components) != before:
-            _free_memory()
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+            free_memory()

@@ -28,72 +28,44 @@ diffusers) is imported when the first clip runs.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
-from ..models.registry import KINDS, ModelKind, Need
-from .base import Chunk, InputError, JobSpec, Pass, PipelineError, RunContext, latent_size_error
-from .stylize_params import MAX_SEED, MOTION_WINDOW, SchedulerName
+from ..jobs import InputError, JobSpec, PipelineError
+from ..models.catalogue import KINDS, ModelKind
+from ..models.registry import Need
+from ..vision.pixels import to_uint8
+from .base import Chunk, RunContext
+from .diffusion_common import (
+    LOAD_STAGE,
+    StepHook,
+    anchor_seed,
+    derived_seed,
+    dtype_for,
+    generator,
+    latent_size_error,
+    progress_hook,
+    require_models,
+    step_callback,
+)
+from .inbetween_keys import read_keyframe, source_frame
+from .inbetween_params import MIN_CLIP, DiffusionParams, InbetweenParams
 
 if TYPE_CHECKING:
-    from ..models.loading import LoadedModels
-    from .inbetween import InbetweenParams
-    from .stylize_runtime import Runtime, StepHook
+    from ..models.cache import LoadedModels
+    from .stylize_runtime import Runtime
 
-LOAD_STAGE = "load"
-STAGE = "denoise"
-MIN_CLIP = 3  # two ends and at least one frame between them
 SPARSECTRL_TYPE = "rgb"  # conditions on the keys' colours
-SEED_MASK = 2**63 - 1
 
 # diffusers deprecates passing the keys as a list of 1xHxWx3 arrays, yet its SparseCtrl input
 # check refuses every other numpy layout of more than one key: the list stays, its warning goes.
 warnings.filterwarnings(
     "ignore", message="Passing `image` as a list of 4d np.ndarray", category=FutureWarning
 )
-
-
-class DiffusionParams(BaseModel):
-    """Options of method "diffusion" (params.diffusion; omitted = all defaults)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    prompt: str = Field("", max_length=4000)
-    negative_prompt: str = Field("", max_length=4000)
-    seed: int = Field(0, ge=0, le=MAX_SEED)
-    steps: int = Field(25, ge=1, le=200, description="denoising steps per clip")
-    guidance: float = Field(7.5, ge=0.0, le=30.0, description="classifier-free guidance scale")
-    scheduler: SchedulerName = "ddim"
-    checkpoint: str | None = Field(None, description="default: the first installed checkpoint")
-    motion_adapter: str | None = Field(
-        None, description="default: the first installed motion adapter"
-    )
-    sparsectrl: str | None = Field(
-        None,
-        description="SparseCtrl model name; default: the first installed RGB SparseCtrl model "
-        "(or one of unknown type)",
-    )
-    conditioning_scale: float = Field(1.0, ge=0.0, le=4.0, description="SparseCtrl strength")
-    clip_length: int = Field(
-        MOTION_WINDOW,
-        ge=MIN_CLIP,
-        le=MOTION_WINDOW,
-        description="frames generated together, both ends included; longer gaps are filled "
-        "through generated anchor frames",
-    )
-    hold_keys: bool = Field(
-        True, description="hold each clip's end frames on their pictures while denoising"
-    )
-
-
-def diffusion_params(params: InbetweenParams) -> DiffusionParams:
-    return params.diffusion if params.diffusion is not None else DiffusionParams()
 
 
 # ---- clips ------------------------------------------------------------------------------------
@@ -172,8 +144,7 @@ class _Picked(Sequence[int]):
 
 def clip_seed(seed: int, clip: Sequence[int]) -> int:
     """A clip's own seed, fixed by the job's seed and the clip's frames."""
-    text = f"framesmith-inbetween-diffusion:{seed}:{','.join(map(str, clip))}"
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & SEED_MASK
+    return derived_seed(f"framesmith-inbetween-diffusion:{seed}:{','.join(map(str, clip))}")
 
 
 # ---- keys -------------------------------------------------------------------------------------
@@ -186,16 +157,7 @@ class Key:
 
 
 def read_key(ctx: RunContext, frame: int) -> Key:
-    # Imported here: inbetween imports this module for DiffusionParams.
-    from .inbetween import colour_layout, to_uint8
-
-    image = colour_layout(ctx.input(Pass.KEYFRAME, frame))
-    job = ctx.job
-    if image.shape[:2] != (job.height, job.width):
-        raise PipelineError(
-            f"Keyframe {frame} is {image.shape[1]}×{image.shape[0]} pixels but the job is "
-            f"{job.width}×{job.height}."
-        )
+    image = read_keyframe(ctx, frame)
     if image.shape[2] == 4 and float(image[..., 3].min()) < 1.0:
         raise PipelineError(
             f"Keyframe {frame} has transparent pixels; diffusion in-betweening makes opaque "
@@ -207,8 +169,6 @@ def read_key(ctx: RunContext, frame: int) -> Key:
 
 def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
     """A generated float RGB picture as an output frame with the keys' channel count."""
-    from .inbetween import to_uint8
-
     out = to_uint8(rgb)
     if channels == 4:
         out = np.concatenate([out, np.full_like(out[..., :1], 255)], axis=2)
@@ -227,7 +187,7 @@ class DiffusionMethod:
             )
 
     def missing_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> list[str]:
-        p = diffusion_params(params)
+        p = params.diffusion_settings
         needs = [Need(ModelKind.CHECKPOINT, name=p.checkpoint)] if p.checkpoint else []
         if p.motion_adapter:
             needs.append(Need(ModelKind.MOTION_ADAPTER, name=p.motion_adapter))
@@ -241,9 +201,9 @@ class DiffusionMethod:
         return lines
 
     def pin_models(self, job: JobSpec, params: InbetweenParams, models: Any) -> dict[str, Any]:
-        checkpoint, motion, sparse = resolve_models(diffusion_params(params), models)
+        checkpoint, motion, sparse = resolve_models(params.diffusion_settings, models)
         pinned = params.model_dump(mode="json")
-        pinned["diffusion"] = diffusion_params(params).model_dump(mode="json") | {
+        pinned["diffusion"] = params.diffusion_settings.model_dump(mode="json") | {
             "checkpoint": checkpoint,
             "motion_adapter": motion,
             "sparsectrl": sparse,
@@ -251,8 +211,6 @@ class DiffusionMethod:
         return pinned
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
-        from .inbetween import source_frame
-
         if len(chunk.context) != 2:
             raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
         k0, k1 = chunk.context
@@ -343,14 +301,13 @@ def _generate(
     known: dict[int, np.ndarray],
 ) -> dict[int, np.ndarray]:
     """Pictures (float32 HxWx3 0..1) of every wanted frame strictly between k0 and k1."""
-    p = diffusion_params(params)
+    p = params.diffusion_settings
     models = ctx.models
-    missing = DiffusionMethod().missing_models(ctx.job, params, models)
-    if missing:
-        raise PipelineError("Models missing: " + " ".join(missing))
-    ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the models
-    from ..models.loading import ModelSet
-    from .stylize_runtime import dtype_for, runtime_for
+    require_models(DiffusionMethod().missing_models(ctx.job, params, models))
+    ctx.progress(LOAD_STAGE, 0, 1)
+    # torch and diffusers: imported by the first clip that runs, loaded with the models
+    from ..models.cache import ModelSet
+    from .stylize_runtime import runtime_for
 
     checkpoint, motion, sparse = resolve_models(p, models)
     runtime = runtime_for(ctx.device)
@@ -370,14 +327,14 @@ def _generate(
     pictures = dict(known)
     for i, clip in enumerate(clips):
         ends = {0: pictures[clip[0]], len(clip) - 1: pictures[clip[-1]]}
-        hook = _progress_hook(ctx, i, len(clips))
+        hook = progress_hook(ctx, i, len(clips))
         made = denoise_clip(runtime, loaded, p, ctx.job, clip, ends, hook)
         pictures |= {f: img for f, img in zip(clip[1:-1], made[1:-1], strict=True)}
     return {f: pictures[f] for f in wanted}
 
 
 def _window(loaded: LoadedModels) -> int:
-    from .stylize_runtime import motion_window
+    from .stylize_runtime import motion_window  # torch: loaded already, with the models
 
     window = motion_window(loaded)
     sparse = loaded.sparsectrl
@@ -391,14 +348,6 @@ def _window(loaded: LoadedModels) -> int:
     return window
 
 
-def _progress_hook(ctx: RunContext, call: int, calls: int) -> StepHook:
-    def hook(done: int, total: int) -> None:
-        ctx.check_cancel()
-        ctx.progress(STAGE, call * total + done, calls * total)
-
-    return hook
-
-
 def denoise_clip(
     runtime: Runtime,
     loaded: LoadedModels,
@@ -409,16 +358,9 @@ def denoise_clip(
     hook: StepHook,
 ) -> list[np.ndarray]:
     """One clip of len(clip) frames between its two end pictures; float32 HxWx3 0..1 each."""
-    import torch
+    import torch  # loaded already, with the models
 
-    from .stylize_runtime import (
-        Anchor,
-        anchor_seed,
-        generator,
-        make_scheduler,
-        set_free_noise,
-        step_callback,
-    )
+    from .stylize_runtime import Anchor, make_scheduler, set_free_noise
 
     pipe = runtime.pipeline(loaded, "sparsectrl")
     pipe.scheduler = make_scheduler(p.scheduler, loaded.pipe.scheduler.config, motion=True)

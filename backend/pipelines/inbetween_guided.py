@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable
 import cv2
 import numpy as np
 
+from ..jobs import FrameRanges
 from ..vision.chain import Track, advance, arrive, log_depth, match
 from ..vision.passes import vector_to_flow
+from ..vision.pixels import to_uint8
 from ..vision.splat import Splat, premultiply, softmax_splat, unpremultiply
-from .base import FrameRanges
 
 # Splat importance per unit of log depth: a surface 10 % nearer weighs e^(30·0.095) ≈ 17× more.
 DEPTH_IMPORTANCE = 30.0
@@ -136,7 +137,7 @@ class GuidedInterpolator:
         holes = total <= 0.0
         safe = np.where(holes, 1.0, total)[..., None]
         mixed = (w0[..., None] * fwd.image + w1[..., None] * bwd.image) / safe
-        mixed = fill_holes(np.clip(mixed, 0.0, 1.0).astype(np.float32), holes)
+        mixed = inpaint_holes(np.clip(mixed, 0.0, 1.0).astype(np.float32), holes)
         return unpremultiply(mixed) if self.has_alpha else mixed
 
 
@@ -146,7 +147,7 @@ def _seen(coverage: np.ndarray) -> np.ndarray:
     return np.clip(ramp, 0.0, 1.0).astype(np.float32)
 
 
-def fill_holes(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
+def inpaint_holes(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
     """Inpaint (OpenCV Telea) the pixels no key saw; every other pixel is left as it is."""
     if not holes.any():
         return image
@@ -166,7 +167,7 @@ def fill_holes(image: np.ndarray, holes: np.ndarray) -> np.ndarray:
         group = region[..., channels]
         if group.shape[2] == 0:
             continue
-        u8 = np.ascontiguousarray(np.clip(np.rint(group * 255.0), 0, 255).astype(np.uint8))
+        u8 = np.ascontiguousarray(to_uint8(group))
         filled = cv2.inpaint(u8, mask.astype(np.uint8), INPAINT_RADIUS, cv2.INPAINT_TELEA)
         filled = filled.reshape(group.shape).astype(np.float32) / 255.0
         out[box][..., channels][mask] = filled[mask]

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import importlib
 import threading
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .base import Chunk, JobSpec, RunContext
-
-if TYPE_CHECKING:
-    from .inbetween import InbetweenParams
+from ..jobs import JobSpec
+from .base import Chunk, RunContext
+from .inbetween_params import InbetweenParams
 
 # method name -> "module:attribute" of a class whose instances run that method.
 METHODS: dict[str, str] = {
-    "flow": "backend.pipelines.inbetween:ImageMethod",
-    "crossfade": "backend.pipelines.inbetween:ImageMethod",
-    "render": "backend.pipelines.inbetween:ImageMethod",
+    "flow": "backend.pipelines.inbetween_image:ImageMethod",
+    "crossfade": "backend.pipelines.inbetween_image:ImageMethod",
+    "render": "backend.pipelines.inbetween_image:ImageMethod",
     "diffusion": "backend.pipelines.inbetween_diffusion:DiffusionMethod",
 }
 

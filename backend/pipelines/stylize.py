@@ -26,36 +26,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from pydantic import BaseModel
 
-from ..models.registry import ModelKind, Need
+from ..jobs import REFERENCE_FRAME, InputError, JobSpec, Pass, PipelineError
+from ..models.catalogue import ModelKind
+from ..models.registry import Need
+from ..vision.consistency import FrameMotion
 from ..vision.passes import normal_to_control
+from ..vision.pixels import to_uint8
 from . import stylize_wan
-from .base import (
-    REFERENCE_FRAME,
-    Chunk,
-    InputError,
-    JobSpec,
-    Pass,
-    PipelineError,
-    RunContext,
-    latent_size_error,
-)
+from .base import Chunk, RunContext
+from .diffusion_common import LOAD_STAGE, latent_size_error, progress_hook, require_models
 from .stylize_conditioning import control_frames
+from .stylize_fusion import ChunkMotion
 from .stylize_params import StylizeParams, parse_params
-from .stylize_plan import (
-    MEMORY_PLANS,
-    beauty_rgb,
-    blend_seam,
-    chunk_seed,
-    plan_chunks,
-    to_uint8,
-)
+from .stylize_plan import MEMORY_PLANS, beauty_rgb, blend_seam, chunk_seed, plan_chunks
 
 if TYPE_CHECKING:
-    from .stylize_fusion import ChunkMotion
-    from .stylize_runtime import Request, Runtime, StepHook
+    from .stylize_runtime import Request, Runtime
 
-STAGE = "denoise"
-LOAD_STAGE = "load"
 ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
 
 
@@ -170,11 +157,10 @@ class StylizePipeline:
             stylize_wan.run_chunk(ctx, chunk, params)
             return
         models = ctx.models
-        missing = self.missing_models(ctx.job, models)
-        if missing:
-            raise PipelineError("Models missing: " + " ".join(missing))
+        require_models(self.missing_models(ctx.job, models))
         names = resolve_models(params, models)
-        ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the models
+        ctx.progress(LOAD_STAGE, 0, 1)
+        # torch and diffusers: imported by the first chunk that runs, loaded with the models
         from .stylize_runtime import model_set, runtime_for
 
         reference = resolve_reference_models(params, models)
@@ -260,7 +246,7 @@ def _request(
     finished: dict[int, np.ndarray] | None = None,
     motion: ChunkMotion | None = None,
 ) -> Request:
-    from .stylize_runtime import Request
+    from .stylize_runtime import Request  # torch: only once a chunk runs
 
     beauty = [beauty_rgb(ctx.input(Pass.BEAUTY, f)) for f in frames] if params.uses_beauty else None
     anchors = {frames.index(f): beauty_rgb(img / 255.0) for f, img in (finished or {}).items()}
@@ -282,24 +268,11 @@ def _request(
     )
 
 
-def _progress_hook(ctx: RunContext, call: int = 0, calls: int = 1) -> StepHook:
-    """Per denoising step: stop if canceled, then report the chunk's steps done so far.
-
-    A chunk made by `calls` pipeline calls of equal length reports them as one count.
-    """
-
-    def hook(done: int, total: int) -> None:
-        ctx.check_cancel()
-        ctx.progress(STAGE, call * total + done, calls * total)
-
-    return hook
-
-
 def _run_video(
     ctx: RunContext, chunk: Chunk, params: StylizeParams, runtime: Runtime, loaded: Any
 ) -> None:
     """Denoise the chunk's context; its frames already written hold the chunk on them."""
-    from .stylize_runtime import denoise_video
+    from .stylize_runtime import denoise_video  # torch: only once a chunk runs
 
     finished: dict[int, np.ndarray] = {}
     for frame in chunk.context:
@@ -308,7 +281,7 @@ def _run_video(
     seed = chunk_seed(params.seed, chunk.index)
     motion = _chunk_motion(ctx, chunk.context) if params.temporal_fusion else None
     request = _request(ctx, params, chunk.context, seed, finished, motion)
-    images = denoise_video(runtime, loaded, request, _progress_hook(ctx))
+    images = denoise_video(runtime, loaded, request, progress_hook(ctx))
     generated = dict(zip(chunk.context, images, strict=True))
     blended = blend_seam(generated, finished, chunk.frames, params.overlap)
     for frame in chunk.frames:
@@ -318,9 +291,6 @@ def _run_video(
 def _chunk_motion(ctx: RunContext, frames: tuple[int, ...]) -> ChunkMotion | None:
     """The render's motion over the chunk's frames, from whichever Vector passes were uploaded
     (depth, where uploaded, adds occlusion); None without any."""
-    from ..vision.consistency import FrameMotion
-    from .stylize_fusion import ChunkMotion
-
     motions: list[FrameMotion | None] = []
     for frame in frames:
         if not ctx.has_input(Pass.VECTOR, frame):
@@ -339,13 +309,13 @@ def _chunk_motion(ctx: RunContext, frames: tuple[int, ...]) -> ChunkMotion | Non
 def _run_per_frame(
     ctx: RunContext, chunk: Chunk, params: StylizeParams, runtime: Runtime, loaded: Any
 ) -> None:
-    from .stylize_runtime import denoise_frame
+    from .stylize_runtime import denoise_frame  # torch: only once a chunk runs
 
     todo = [f for f in chunk.frames if ctx.finished_output(f) is None]
     # One seed for every frame: frames do not depend on how the shot was cut.
     request = _request(ctx, params, tuple(todo), chunk_seed(params.seed, 0))
     for i, frame in enumerate(todo):
-        image = denoise_frame(runtime, loaded, request, i, _progress_hook(ctx, i, len(todo)))
+        image = denoise_frame(runtime, loaded, request, i, progress_hook(ctx, i, len(todo)))
         ctx.write_output(frame, to_uint8(image))
 
 

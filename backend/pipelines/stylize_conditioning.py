@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..jobs import Pass, PipelineError
 from ..vision.passes import (
     DepthRange,
     depth_range,
@@ -20,7 +21,7 @@ from ..vision.passes import (
     lineart_to_control,
     normal_to_control,
 )
-from .base import Pass, PipelineError, RunContext
+from .base import RunContext
 from .stylize_params import StylizeParams
 
 _RANGES_KEPT = 32  # jobs whose depth range is remembered (a few floats each)

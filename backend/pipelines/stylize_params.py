@@ -18,8 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from . import base
-from .base import Pass
+from ..jobs import Pass, validate_params
 
 # AnimateDiff motion modules were trained on 16-frame clips: the default chunk and the
 # FreeNoise context window. A module's window is min(this, its positional-encoding length).
@@ -270,4 +269,4 @@ class StylizeParams(BaseModel):
 
 
 def parse_params(raw: Mapping[str, Any]) -> StylizeParams:
-    return base.parse_params(StylizeParams, raw, "stylize")
+    return validate_params(StylizeParams, raw, "stylize")

@@ -3,15 +3,13 @@ its predecessor already wrote, and what a chunk may use at each memory level. nu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .base import Chunk
-
-SEED_MASK = 2**63 - 1
+from .diffusion_common import derived_seed
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,7 @@ def plan_chunks(frames: Sequence[int], chunk_size: int, overlap: int) -> list[Ch
 
 def chunk_seed(seed: int, index: int) -> int:
     """A chunk's own seed: fixed by (seed, chunk index), so a resumed chunk reproduces exactly."""
-    digest = hashlib.sha256(f"framesmith-stylize:{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & SEED_MASK
+    return derived_seed(f"framesmith-stylize:{seed}:{index}")
 
 
 def seam_weights(count: int, overlap: int) -> np.ndarray:
@@ -104,11 +101,6 @@ def blend_seam(
         if weight > 0.0:
             out[frame] = np.clip(generated[frame] + weight * residual, 0.0, 1.0)
     return out
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Float RGB 0..1 -> uint8 (rounded), the exact inverse of decoding a PNG as value/255."""
-    return np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def beauty_rgb(image: np.ndarray) -> np.ndarray:

@@ -1,25 +1,22 @@
 """The torch side of stylize: models kept loaded between jobs, diffusers pipelines built from
 them once, and one denoising call per chunk (or per frame) with progress and cancel per step.
+Diffusion in-betweening (inbetween_diffusion) runs its SparseCtrl clips on the same runtime and
+holds its clips' end frames with Anchor.
 
 Imported only when a stylize chunk runs, so the API never pays for torch/diffusers imports.
 """
 
 from __future__ import annotations
 
-from ..models.offline import ensure_offline
+import hashlib
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-ensure_offline()
-
-import gc  # noqa: E402
-import hashlib  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Callable, Mapping, Sequence  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from diffusers import (  # noqa: E402
+import numpy as np
+import torch
+from diffusers import (
     AnimateDiffControlNetPipeline,
     AnimateDiffSparseControlNetPipeline,
     AnimateDiffVideoToVideoControlNetPipeline,
@@ -34,23 +31,18 @@ from diffusers import (  # noqa: E402
     StableDiffusionImg2ImgPipeline,
     UNetMotionModel,
 )
-from diffusers.models.attention import FreeNoiseTransformerBlock  # noqa: E402
-from diffusers.pipelines.free_noise_utils import AnimateDiffFreeNoiseMixin  # noqa: E402
+from diffusers.models.attention import FreeNoiseTransformerBlock
+from diffusers.pipelines.free_noise_utils import AnimateDiffFreeNoiseMixin
 
-from ..models.loading import (  # noqa: E402
-    LoadedModels,
-    LoraSpec,
-    ModelCache,
-    ModelLoadError,
-    ModelSet,
-)
-from .base import PipelineError  # noqa: E402
-from .stylize_fusion import ChunkMotion, FusionSchedule, LatentFusion, warped_noise  # noqa: E402
-from .stylize_params import MOTION_WINDOW, StylizeParams  # noqa: E402
-from .stylize_plan import MemoryPlan, memory_plan  # noqa: E402
-
-# Step callback: (steps done in this call, steps of this call) -> None; may raise Canceled.
-StepHook = Callable[[int, int], None]
+from ..device import free_memory
+from ..jobs import PipelineError
+from ..models.cache import LoadedModels, LoraSpec, ModelCache, ModelSet
+from ..models.load_checks import ModelLoadError
+from ..vision.pixels import to_uint8
+from .diffusion_common import StepHook, anchor_seed, dtype_for, generator, step_callback
+from .stylize_fusion import ChunkMotion, FusionSchedule, LatentFusion, warped_noise
+from .stylize_params import MOTION_WINDOW, StylizeParams
+from .stylize_plan import MemoryPlan, memory_plan
 
 # AnimateDiff's motion modules were trained with a linear beta schedule; the checkpoint's own
 # scheduler config (scaled_linear) is kept for per-frame Stable Diffusion.
@@ -60,12 +52,6 @@ _MOTION_SCHEDULER = {
     "timestep_spacing": "linspace",
     "steps_offset": 1,
 }
-
-
-def dtype_for(device: str) -> str:
-    """Half precision on a GPU (SD1.5 and its ControlNets are published in fp16), float32 on a
-    CPU, where half precision is slow and not every op exists."""
-    return "float16" if device.startswith("cuda") else "float32"
 
 
 def make_scheduler(name: str, base: Any, motion: bool) -> Any:
@@ -133,7 +119,7 @@ class Runtime:
                 dropped = bool(self._built)
                 self._loaded, self._built, self._reference = loaded, {}, None
                 if dropped:
-                    _free_memory()  # the old set's motion UNet copy
+                    free_memory()  # the old set's motion UNet copy
             return loaded
 
     def pipeline(self, loaded: LoadedModels, kind: str) -> Any:
@@ -200,8 +186,7 @@ class Runtime:
         with self._lock:
             if self._reference is not None and self._reference[0] == key:
                 return self._reference[1]
-            picture = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-            inputs = encoder.processor(images=picture, return_tensors="pt").pixel_values
+            inputs = encoder.processor(images=to_uint8(pixels), return_tensors="pt").pixel_values
             model = encoder.model
             with torch.no_grad():
                 embeds = model(inputs.to(model.device, model.dtype)).image_embeds
@@ -217,12 +202,6 @@ class Runtime:
             unet.to(device=base.device, dtype=base.dtype).eval().requires_grad_(False)
             self._built["motion_unet"] = unet
         return self._built["motion_unet"]
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 _RUNTIMES: dict[str, Runtime] = {}
@@ -261,7 +240,7 @@ def set_free_noise(pipe: Any, frames: int, window: int) -> None:
     pipe._free_noise_context_length = None
 
 
-class _Anchor:
+class Anchor:
     """Holds some frames of a video latent on given pictures, at each step's noise level.
 
     After every step those frames' latents are replaced by the pictures' latents noised to
@@ -287,7 +266,7 @@ class _Anchor:
             clean = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
         self.clean = clean.permute(1, 0, 2, 3)[None]  # (1, C, frames, h, w), as the pipeline
         if noise is None:
-            noise = torch.randn(self.clean.shape, generator=_generator(seed), dtype=torch.float32)
+            noise = torch.randn(self.clean.shape, generator=generator(seed), dtype=torch.float32)
         else:
             noise = noise[:, :, self.positions]
         self.noise = noise.to(clean.device, clean.dtype)
@@ -301,32 +280,6 @@ class _Anchor:
         held = latents.clone()
         held[:, :, self.positions] = target.to(held.device, held.dtype)
         return held
-
-
-def _step_callback(
-    hook: StepHook, anchor: _Anchor | None = None, fusion: LatentFusion | None = None
-) -> Callable[..., dict[str, Any]]:
-    def on_step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        hook(i + 1, int(pipe.num_timesteps))  # may raise Canceled: nothing after it runs
-        if anchor is None and fusion is None:
-            return {}
-        latents = tensors["latents"]
-        if anchor is not None:  # first: fusion then continues from the held frames
-            latents = anchor(pipe, i, t, latents)
-        if fusion is not None:
-            latents = fusion(latents, i, int(pipe.num_timesteps))
-        return {"latents": latents}
-
-    return on_step_end
-
-
-def anchor_seed(seed: int) -> int:
-    return (seed + 1) & (2**63 - 1)
-
-
-def _generator(seed: int) -> torch.Generator:
-    # On the CPU whatever the device: the same seed gives the same noise on every machine.
-    return torch.Generator("cpu").manual_seed(seed)
 
 
 def _control_kwargs(params: StylizeParams) -> dict[str, Any]:
@@ -360,7 +313,7 @@ def _reference_kwargs(
 def _common_kwargs(
     req: Request,
     hook: StepHook,
-    anchor: _Anchor | None = None,
+    anchor: Anchor | None = None,
     fusion: LatentFusion | None = None,
 ) -> dict[str, Any]:
     p = req.params
@@ -372,7 +325,7 @@ def _common_kwargs(
         "num_inference_steps": p.steps,
         "guidance_scale": p.guidance,
         "output_type": "np",
-        "callback_on_step_end": _step_callback(hook, anchor, fusion),
+        "callback_on_step_end": step_callback(hook, anchor, fusion),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
 
@@ -406,8 +359,8 @@ def denoise_video(
             fusion = LatentFusion(req.motion, schedule, held=req.anchors.keys())
     anchor = None
     if req.anchors:
-        anchor = _Anchor(pipe, req.anchors, anchor_seed(req.seed), noise)
-    kwargs = _common_kwargs(req, hook, anchor, fusion) | {"generator": _generator(req.seed)}
+        anchor = Anchor(pipe, req.anchors, anchor_seed(req.seed), noise)
+    kwargs = _common_kwargs(req, hook, anchor, fusion) | {"generator": generator(req.seed)}
     kwargs |= _reference_kwargs(runtime, loaded, pipe, req)
     kwargs["decode_chunk_size"] = plan.decode_frames
     if req.controls:
@@ -448,7 +401,7 @@ def _noised_video(
     try:
         with torch.no_grad():
             pixels = video.to(device, torch.float32 if upcast else dtype)
-            clean = pipe.encode_video(pixels, _generator(req.seed), plan.decode_frames)
+            clean = pipe.encode_video(pixels, generator(req.seed), plan.decode_frames)
     finally:
         if upcast:
             vae.to(dtype=dtype)
@@ -470,7 +423,7 @@ def denoise_frame(
     """One frame made on its own (no motion module), from the request's frame `index`."""
     p = req.params
     controls = [net[index][None] for net in req.controls]  # per net: one 1xHxWx3 image
-    kwargs = _common_kwargs(req, hook) | {"generator": _generator(req.seed)}
+    kwargs = _common_kwargs(req, hook) | {"generator": generator(req.seed)}
     if controls:
         kwargs |= _control_kwargs(p)
     if req.beauty is not None:
@@ -507,10 +460,3 @@ def model_set(
         dtype=dtype_for(device),
         device=device,
     )
-
-
-# Reused by diffusion in-betweening (inbetween_diffusion): holding a clip's end frames on their
-# pictures, per-step progress and cancel, and seeding.
-Anchor = _Anchor
-step_callback = _step_callback
-generator = _generator

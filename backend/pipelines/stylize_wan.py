@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..models.registry import ModelKind, Need, wan_working_area
-from .base import REFERENCE_FRAME, Chunk, InputError, JobSpec, Pass, PipelineError, RunContext
+from ..jobs import REFERENCE_FRAME, InputError, JobSpec, Pass
+from ..models.catalogue import ModelKind
+from ..models.registry import Need
+from ..models.wan_folder import wan_working_area
+from .base import Chunk, RunContext
+from .diffusion_common import LOAD_STAGE, progress_hook, require_models
 from .stylize_params import StylizeParams, VaceParams
 from .stylize_plan import beauty_rgb, chunk_seed, plan_chunks
-from .wan_control import CONTROL_PASS, build_window, run_size, to_uint8_frames
+from .wan_control import CONTROL_PASS, build_window, frames_at_shot_size, run_size
 
-STAGE = "denoise"
-LOAD_STAGE = "load"
 ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
 MIN_SIDE = 16
 
@@ -94,14 +96,13 @@ def run_chunk(ctx: RunContext, chunk: Chunk, params: StylizeParams) -> None:
     """Generate the window over chunk.context, holding its already written frames; write the
     frames it owns."""
     ctx.check_cancel()
-    missing = missing_models(params, ctx.models)
-    if missing:
-        raise PipelineError("Models missing: " + " ".join(missing))
+    require_models(missing_models(params, ctx.models))
     vace = params.vace_settings
     entry = resolve_model(vace, ctx.models)
     job = ctx.job
     size = vace.run_size or run_size(job.width, job.height, wan_working_area(entry))
-    ctx.progress(LOAD_STAGE, 0, 1)  # the first job imports torch and loads the model
+    ctx.progress(LOAD_STAGE, 0, 1)
+    # torch and diffusers: imported by the first window that runs, loaded with the model
     from .stylize_wan_runtime import WanRequest, denoise_window, runtime_for
 
     runtime = runtime_for(ctx.device)
@@ -127,13 +128,8 @@ def run_chunk(ctx: RunContext, chunk: Chunk, params: StylizeParams) -> None:
         reference=reference,
         memory_level=getattr(ctx, "memory_level", 0),
     )
-
-    def hook(done: int, total: int) -> None:
-        ctx.check_cancel()
-        ctx.progress(STAGE, done, total)
-
-    images = denoise_window(runtime, pipe, request, hook)[: window.produced]
-    frames = to_uint8_frames(images, job.width, job.height)
+    images = denoise_window(runtime, pipe, request, progress_hook(ctx))[: window.produced]
+    frames = frames_at_shot_size(images, job.width, job.height)
     for frame, image in zip(chunk.context, frames, strict=True):
         if frame in chunk.frames:
             ctx.write_output(frame, image)

@@ -6,30 +6,26 @@ Imported only when a wan_vace window runs, so the API never pays for torch/diffu
 
 from __future__ import annotations
 
-from ..models.offline import ensure_offline
+import html
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
 
-ensure_offline()
+import numpy as np
+import torch
+from PIL import Image
 
-import gc  # noqa: E402
-import html  # noqa: E402
-import re  # noqa: E402
-import threading  # noqa: E402
-from collections import OrderedDict  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from ..models.loading import ModelLoadError  # noqa: E402
-from ..models.wan import folder_fingerprint, load_wan_vace  # noqa: E402
-from .base import PipelineError  # noqa: E402
-from .wan_control import Window  # noqa: E402
-
-# Step callback: (steps done, steps in all) -> None; may raise Canceled.
-StepHook = Callable[[int, int], None]
+from ..device import free_memory
+from ..jobs import PipelineError
+from ..models.catalogue import ModelKind
+from ..models.entries import fingerprint as folder_fingerprint
+from ..models.load_checks import ModelLoadError
+from ..models.wan import load_wan_vace
+from ..vision.pixels import to_uint8
+from .diffusion_common import StepHook, generator, step_callback
+from .wan_control import Window
 
 MAX_TOKENS = 512  # WanVACEPipeline's max_sequence_length
 _EMBEDDINGS_KEPT = 8
@@ -87,8 +83,6 @@ class WanRuntime:
         self._lock = threading.RLock()
 
     def load(self, registry: Any, name: str) -> Any:
-        from ..models.registry import ModelKind
-
         with self._lock:
             try:
                 entry = registry.get(name, ModelKind.WAN_VACE)
@@ -99,7 +93,7 @@ class WanRuntime:
             if key != self._key:
                 self._pipe, self._key = None, None
                 self._embeddings.clear()
-                _free_memory()
+                free_memory()
                 try:
                     self._pipe = load_wan_vace(
                         entry, registry=registry, dtype=dtype, device=self.device
@@ -138,7 +132,7 @@ class WanRuntime:
             pipe.vae.to(self.device)
             pipe.text_encoder.to("cpu")
         self._offloaded = offload
-        _free_memory()
+        free_memory()
 
 
 def _clean(text: str) -> str:
@@ -172,7 +166,7 @@ def _encode(pipe: Any, prompts: list[str], device: str) -> list[torch.Tensor]:
     finally:
         if visit:
             encoder.to("cpu")
-            _free_memory()
+            free_memory()
     lengths = tokens.attention_mask.sum(dim=1)
     out = []
     for row, length in zip(hidden, lengths, strict=True):
@@ -183,7 +177,7 @@ def _encode(pipe: Any, prompts: list[str], device: str) -> list[torch.Tensor]:
 
 
 def _pil(image: np.ndarray) -> Image.Image:
-    return Image.fromarray(np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8))
+    return Image.fromarray(to_uint8(image))
 
 
 def denoise_window(
@@ -195,10 +189,6 @@ def denoise_window(
     positive, negative = runtime.embeddings(pipe, req.prompt, req.negative_prompt, guided)
     width, height = req.size
     window = req.window
-
-    def on_step_end(p: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        hook(i + 1, int(p.num_timesteps))  # may raise Canceled: nothing after it runs
-        return {}
 
     masks = [
         Image.new("RGB", (width, height), (255, 255, 255) if m else (0, 0, 0)) for m in window.mask
@@ -212,11 +202,11 @@ def denoise_window(
         "num_frames": len(window.video),
         "num_inference_steps": req.steps,
         "guidance_scale": req.guidance,
-        "generator": torch.Generator("cpu").manual_seed(req.seed),
+        "generator": generator(req.seed),
         "prompt_embeds": positive,
         "negative_prompt_embeds": negative,
         "output_type": "np",
-        "callback_on_step_end": on_step_end,
+        "callback_on_step_end": step_callback(hook),
         "callback_on_step_end_tensor_inputs": ["latents"],
     }
     if req.reference is not None:
@@ -224,12 +214,6 @@ def denoise_window(
     with torch.no_grad():
         frames = pipe(**kwargs).frames[0]
     return [np.asarray(f, np.float32) for f in frames]
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 _RUNTIMES: dict[str, WanRuntime] = {}

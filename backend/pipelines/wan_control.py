@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..jobs import Pass, PipelineError
 from ..vision.passes import depth_to_control, lineart_to_control
-from .base import Pass, PipelineError, RunContext
+from ..vision.pixels import to_uint8
+from .base import RunContext
 from .stylize_conditioning import DEPTH_RANGES
 from .stylize_params import VaceControl
 from .stylize_plan import beauty_rgb
@@ -120,10 +122,6 @@ def build_window(
     return Window(video=video, mask=mask, produced=len(frames))
 
 
-def to_uint8_frames(images: Sequence[np.ndarray], width: int, height: int) -> list[np.ndarray]:
+def frames_at_shot_size(images: Sequence[np.ndarray], width: int, height: int) -> list[np.ndarray]:
     """Generated frames (float32 0..1 at the run size) as uint8 RGB at the shot's size."""
-    out = []
-    for image in images:
-        picture = np.clip(np.rint(np.asarray(image, np.float32) * 255.0), 0, 255).astype(np.uint8)
-        out.append(resize(picture, width, height))
-    return out
+    return [resize(to_uint8(image), width, height) for image in images]

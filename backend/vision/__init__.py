@@ -1,6 +1,8 @@
-"""Image decode/encode with limits (imageio) and render-pass conversion (passes)."""
+"""Image probing (image_headers), decoding with limits (imageio), PNG encoding (png), float to
+8-bit conversion (pixels) and render-pass conversion (passes)."""
 
-from .imageio import MAX_SIDE, ImageInfo, decode, encode_png, probe, to_uint8
+from .image_headers import ImageInfo, probe
+from .imageio import MAX_SIDE, decode
 from .passes import (
     BACKGROUND_DEPTH,
     DepthRange,
@@ -10,6 +12,8 @@ from .passes import (
     normal_to_control,
     vector_to_flow,
 )
+from .pixels import to_uint8
+from .png import encode_png
 
 __all__ = [
     "BACKGROUND_DEPTH",

@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..pipelines.base import Pass
+from ..jobs import Pass
 from .flow import backward_warp, occlusion_mask
+from .imageio import decode
 from .passes import BACKGROUND_DEPTH, vector_to_flow
 
 # Same surface, consecutive frames: depth changes by the object's motion along the view axis
@@ -224,8 +225,6 @@ def _frame_files(folder: Path) -> dict[int, Path]:
 
 
 def _read(path: Path, pass_: Pass) -> np.ndarray:
-    from .imageio import decode
-
     if pass_ is Pass.BEAUTY and path.suffix == ".png":
         image = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)
         if image is None:

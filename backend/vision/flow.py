@@ -12,6 +12,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from .motion import initial_flows
+from .pixels import to_uint8
+
 Preset = Literal["ultrafast", "fast", "medium"]
 
 _PRESETS: dict[str, int] = {
@@ -51,7 +54,7 @@ def to_gray_u8(image: np.ndarray) -> np.ndarray:
             gray = 0.5 * over_grey + 0.5 * alpha
         else:
             gray = luma
-    return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+    return to_uint8(gray)
 
 
 def _dis(
@@ -100,8 +103,6 @@ def flow_both_ways(
     _check_pair(ga, gb, preset)
     if not large:
         return _dis(ga, gb, preset, None, fine), _dis(gb, ga, preset, None, fine)
-    from .motion import initial_flows  # motion builds on this module
-
     plain_ab, plain_ba = _dis(ga, gb, preset, None, fine), _dis(gb, ga, preset, None, fine)
     init_ab, init_ba = initial_flows(ga, gb, plain_ab, plain_ba)
     return _dis(ga, gb, preset, init_ab, fine), _dis(gb, ga, preset, init_ba, fine)

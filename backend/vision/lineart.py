@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .pixels import to_uint8
+
 # A pixel is paper where every channel is within this of the paper colour (or, on film, where
 # alpha is under it); a drawing is mostly paper.
 PAPER_TOLERANCE = 0.06
@@ -100,10 +102,10 @@ def distance_image(coverage: np.ndarray, reach: float) -> np.ndarray:
     pixels from them, so the neighbourhood of every stroke has a slope that moves with it."""
     paper = (coverage < INK_THRESHOLD).astype(np.uint8)
     if not paper.any() or paper.all():
-        return np.rint(coverage * 255.0).astype(np.uint8)
+        return to_uint8(coverage)
     distance = cv2.distanceTransform(paper, cv2.DIST_L2, 5)
     cone = np.clip(1.0 - distance / reach, 0.0, 1.0)
-    return np.clip(np.rint(255.0 * cone), 0, 255).astype(np.uint8)
+    return to_uint8(cone)
 
 
 def flow_picture(image: np.ndarray, paper: Paper, reach: float) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipelines.base import InputError
+from ..jobs import InputError
 
 BACKGROUND_DEPTH = 1e9  # Blender writes 1e10 where no surface was hit; anything this far is sky
 DEPTH_SAMPLES_PER_FRAME = 1 << 16  # enough for stable percentiles, bounded memory per shot

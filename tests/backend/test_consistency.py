@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.pipelines.base import Pass
+from backend.jobs import Pass
 from backend.vision.consistency import (
     FrameMotion,
     folder_warping_error,

@@ -8,8 +8,9 @@ import zlib
 
 import pytest
 
-from backend.pipelines.base import InputError
-from backend.vision.imageio import DEFAULT_DECODE_BUDGET, DecodeBudget, decode_cost, probe
+from backend.jobs import InputError
+from backend.vision.image_headers import probe
+from backend.vision.imageio import DEFAULT_DECODE_BUDGET, DecodeBudget, decode_cost
 
 MiB = 1024 * 1024
 

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from backend.pipelines.base import Canceled, InputError, JobSpec, Pass
-from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
+from backend.jobs import InputError, JobSpec, Pass
+from backend.pipelines.base import Canceled
+from backend.pipelines.inbetween import InbetweenPipeline
+from backend.pipelines.inbetween_params import InbetweenParams
 from backend.vision.flow import consistency_error, dis_flow, occlusion_mask
 from backend.vision.splat import depth_importance, softmax_splat
 

@@ -13,10 +13,11 @@ import httpx
 import numpy as np
 import pytest
 
+from backend.jobs import InputError, JobSpec
 from backend.pipelines import inbetween_methods
-from backend.pipelines.base import InputError, JobSpec
-from backend.pipelines.inbetween import InbetweenParams, InbetweenPipeline
+from backend.pipelines.inbetween import InbetweenPipeline
 from backend.pipelines.inbetween_diffusion import clip_seed, plan_clips
+from backend.pipelines.inbetween_params import InbetweenParams
 from tests.backend.images import png_bytes, png_pixels, textured_square_scene
 from tests.backend.server import Backend, outputs, start_and_finish, wait_for, wait_until
 

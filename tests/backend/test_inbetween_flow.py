@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from backend.bench.scores import ink_kept, stroke_pieces
-from backend.pipelines.base import JobSpec, Pass
-from backend.pipelines.inbetween import FlowInterpolator, InbetweenPipeline, Neighbour, crossfade
+from backend.jobs import JobSpec, Pass
+from backend.pipelines.inbetween import InbetweenPipeline
+from backend.pipelines.inbetween_flow import FlowInterpolator, Neighbour
+from backend.pipelines.inbetween_keys import crossfade
 from backend.vision import lineart
 from backend.vision.flow import fill_holes, flow_both_ways
 from backend.vision.motion import initial_flows, rigid_motions

@@ -12,7 +12,7 @@ import cv2
 import httpx
 import numpy as np
 
-from backend.pipelines.base import JobSpec, Pass
+from backend.jobs import JobSpec, Pass
 from backend.pipelines.inbetween import InbetweenPipeline
 from backend.pipelines.inbetween_guided import GuidedInterpolator, guide_frames
 from backend.vision.passes import flow_to_vector, vector_to_flow

@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from backend.pipelines.base import InputError, JobSpec, Pass
+from backend.jobs import InputError, JobSpec, Pass
 from backend.pipelines.stylize import StylizePipeline
 from backend.pipelines.stylize_params import StylizeParams, parse_params
 from backend.pipelines.stylize_plan import blend_seam, chunk_seed, plan_chunks, seam_weights

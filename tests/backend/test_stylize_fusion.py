@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.pipelines.base import InputError, Pass
+from backend.jobs import InputError, Pass
 from backend.pipelines.stylize_fusion import (
     ChunkMotion,
     FusionSchedule,

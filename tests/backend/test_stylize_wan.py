@@ -13,8 +13,9 @@ import httpx
 import numpy as np
 import pytest
 
-from backend.models.registry import ModelKind, ModelRegistry
-from backend.pipelines.base import InputError, JobSpec, Pass
+from backend.jobs import InputError, JobSpec, Pass
+from backend.models.catalogue import ModelKind
+from backend.models.registry import ModelRegistry
 from backend.pipelines.stylize import StylizePipeline
 from backend.pipelines.stylize_params import StylizeParams, parse_params
 from backend.pipelines.stylize_plan import plan_chunks
@@ -61,7 +62,7 @@ def shot() -> dict[int, dict[Pass, bytes]]:
 
 @pytest.fixture(scope="module")
 def wan_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from backend.models.tiny import make_tiny_wan_vace
+    from backend.models.tiny_wan import make_tiny_wan_vace
 
     root = tmp_path_factory.mktemp("wan-models")
     make_tiny_wan_vace(root)
@@ -184,7 +185,7 @@ def test_required_inputs_follow_the_control() -> None:
 
 
 def test_the_tiny_model_is_recognised_and_loads(wan_models: Path, tmp_path: Path) -> None:
-    from backend.models.tiny import make_tiny_wan_vace
+    from backend.models.tiny_wan import make_tiny_wan_vace
     from backend.models.wan import load_wan_vace
 
     registry = ModelRegistry(wan_models).scan()

@@ -17,7 +17,7 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from backend.pipelines.base import InputError, Pass
+from backend.jobs import InputError, Pass
 from backend.vision import (
     DepthRange,
     decode,
@@ -30,7 +30,7 @@ from backend.vision import (
     to_uint8,
     vector_to_flow,
 )
-from backend.vision.imageio import MAX_EXR_HEADER
+from backend.vision.image_headers import MAX_EXR_HEADER
 
 MAX_PIXELS = 4096 * 4096
 RNG = np.random.default_rng(1234)

@@ -28,7 +28,7 @@ PLACES = {1: (0.0, 0.0), 2: (0.3, 0.0), 3: (0.3, 0.5)}
 READER = """
 import json, sys
 import numpy as np
-from backend.pipelines.base import Pass
+from backend.jobs import Pass
 from backend.vision.imageio import decode
 from backend.vision.passes import vector_to_flow
 folder, frames = sys.argv[1], json.loads(sys.argv[2])

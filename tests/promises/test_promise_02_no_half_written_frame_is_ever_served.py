@@ -13,7 +13,7 @@ import signal
 import numpy as np
 
 from backend.files import DIE_BEFORE_RENAME_ENV, TMP_MARK
-from backend.store import frame_name
+from backend.store_files import frame_name
 from tests.backend.images import png_bytes, png_pixels
 from tests.backend.server import wait_for
 from tests.promises.support import H, W, create_inbetween, frame_files, square_keys, start

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 
 from backend.files import TMP_MARK
-from backend.store import frame_name
+from backend.store_files import frame_name
 from tests.backend.images import png_bytes, png_pixels
 from tests.backend.server import Backend, wait_for
 from tests.promises.support import (
