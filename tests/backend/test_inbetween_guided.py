@@ -246,15 +246,22 @@ def _run(c: httpx.Client, shot: list[Frame], keys: list[int], method: str) -> di
 
 
 def test_render_assisted_through_the_service_beats_flow(shared_backend: Backend) -> None:
+    """Render-assisted must beat a flow that works: every frame has its own bar, and flow
+    must beat the cross-fade (measured: render 46.0 dB at worst, flow 28.3 and cross-fade
+    25.9 on average), so a worse flow cannot make the lead easier."""
     shot = crossing_shot()
     keys = [0, 4, 8]
     with shared_backend.client() as c:
         guided = _run(c, shot, keys, "render")
         flow = _run(c, shot, keys, "flow")
+        fade = _run(c, shot, keys, "crossfade")
     for k in keys:
         assert np.array_equal(guided[k], shot[k].image)  # keys pass through untouched
     between = [f for f in guided if f not in keys]
-    guided_psnr = np.mean([psnr(guided[f], shot[f].image) for f in between])
+    guided_scores = {f: psnr(guided[f], shot[f].image) for f in between}
+    guided_psnr = np.mean(list(guided_scores.values()))
     flow_psnr = np.mean([psnr(flow[f], shot[f].image) for f in between])
-    assert guided_psnr > 35.0
+    fade_psnr = np.mean([psnr(fade[f], shot[f].image) for f in between])
+    assert min(guided_scores.values()) > 44.0, guided_scores
+    assert flow_psnr > fade_psnr + 1.5, (flow_psnr, fade_psnr)
     assert guided_psnr > flow_psnr + 3.0, (guided_psnr, flow_psnr)

@@ -1,7 +1,9 @@
 """Render-assisted in-betweening on a shot Cycles really rendered: two objects cross, the near
 one hiding the far one. Keys every 4th frame; the Vector and Depth passes of every frame go to a
 real backend with the keys. Against the true renders, the motion from the passes must beat
-image-only optical flow by the issue's 3 dB.
+image-only optical flow by the issue's 3 dB, and on its own bar at every frame: a lead over flow
+alone gets easier as flow gets worse. Flow in turn must not fall below the cross-fade (on this
+small, noisy render they are level: measured 27.9 and 27.9 dB; render-assisted 34.8 at worst).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ KEYS = (1, 5, 9)
 FRAMES = tuple(range(1, 10))
 W, H = 96, 64
 AIM_DB = 3.0
+RENDER_FLOOR_DB = 33.5  # every in-between, render-assisted
+# Render-assisted frames next to a key, which lean on that key: measured 37.3 and 37.1 dB; with
+# the two keys' time weights swapped 35.4 and 35.5.
+NEXT_TO_KEY_DB = 36.0
+FLOW_BELOW_CROSSFADE_DB = 1.0  # the most flow may trail the cross-fade by, on average
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +96,17 @@ def test_render_assisted_beats_flow_on_a_rendered_occlusion_shot(
     client = BackendClient(backend["connection"])
     truth = {f: rgb(shot / "beauty" / f"{f:04d}.png") for f in FRAMES}
     scores: dict[str, float] = {}
-    for method in ("flow", "render"):
+    per_frame: dict[str, dict[int, float]] = {}
+    for method in ("flow", "render", "crossfade"):
         files = run_job(client, shot, method, tmp_path / method)
         frames = {f: rgb(p) for f, p in files.items()}
         for key in KEYS:
             assert np.array_equal(frames[key], truth[key])  # keys pass through untouched
         between = [f for f in FRAMES if f not in KEYS]
-        scores[method] = float(np.mean([psnr(frames[f], truth[f]) for f in between]))
+        per_frame[method] = {f: psnr(frames[f], truth[f]) for f in between}
+        scores[method] = float(np.mean(list(per_frame[method].values())))
     assert scores["render"] >= scores["flow"] + AIM_DB, scores
+    assert min(per_frame["render"].values()) > RENDER_FLOOR_DB, per_frame["render"]
+    for frame in (KEYS[0] + 1, KEYS[-1] - 1):
+        assert per_frame["render"][frame] > NEXT_TO_KEY_DB, per_frame["render"]
+    assert scores["flow"] > scores["crossfade"] - FLOW_BELOW_CROSSFADE_DB, scores

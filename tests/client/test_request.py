@@ -93,6 +93,28 @@ def test_same_settings_same_request() -> None:
     assert build_request("stylize", STYLE, SHOT) == build_request("stylize", STYLE, SHOT)
 
 
+STYLE_CHANGES = (
+    {"prompt": "oil painting"}, {"negative_prompt": "dark"}, {"seed": 8}, {"steps": 5},
+    {"guidance": 6.0}, {"strength": 0.5}, {"stylize_mode": "per_frame"},
+    {"scheduler": "euler_a"}, {"chunk_size": 12}, {"overlap": 2}, {"temporal_fusion": False},
+    {"fusion_strength": 0.3}, {"checkpoint": "toon"}, {"motion_adapter": "mm"},
+    {"lora": "lines"}, {"controlnets": STYLE.controlnets[:1]},
+)  # fmt: skip
+INBETWEEN_CHANGES = ({"inbetween_method": "crossfade"}, {"on_twos": True}, {"flow_preset": "fast"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "change"),
+    [("stylize", c) for c in STYLE_CHANGES] + [("inbetween", c) for c in INBETWEEN_CHANGES],
+    ids=lambda v: v if isinstance(v, str) else next(iter(v)),
+)
+def test_every_setting_changes_the_job_body(kind: str, change: dict) -> None:
+    """Equal settings giving equal requests is only half of it: a builder that left a setting
+    out would pass that too. Each setting, changed alone, changes what the backend is sent."""
+    base = build_request(kind, STYLE, SHOT).job_body()
+    assert build_request(kind, replace(STYLE, **change), SHOT).job_body() != base
+
+
 @pytest.mark.parametrize(
     ("kind", "settings", "shot", "words"),
     [
