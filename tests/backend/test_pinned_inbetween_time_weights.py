@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from backend.bench.scores import psnr
-from backend.pipelines.base import JobSpec, Pass
+from backend.jobs import JobSpec, Pass
 from backend.pipelines.inbetween import InbetweenPipeline
 from backend.pipelines.inbetween_guided import GuidedInterpolator
 from tests.backend.test_inbetween import MemoryContext

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from backend.pipelines.base import Chunk, Pass, RunContext
+from backend.jobs import Pass
+from backend.pipelines.base import Chunk, RunContext
 from backend.pipelines.inbetween import InbetweenPipeline
 from backend.store import JobState, Store
-from backend.vision.imageio import encode_png
+from backend.vision.png import encode_png
 from backend.worker import HOLD_ENV, Worker
 from tests.backend.test_stylize import BASE, NETS, MemoryContext, shot_frame, spec
 from tests.promises.support import square_keys

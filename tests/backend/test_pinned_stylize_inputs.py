@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from backend.jobs import JobSpec, Pass
 from backend.models.registry import ModelRegistry
 from backend.pipelines import stylize_runtime
-from backend.pipelines.base import JobSpec, Pass
 from backend.pipelines.stylize import StylizePipeline
 from backend.pipelines.stylize_params import StylizeParams
 from backend.vision.consistency import WarpingReport, shot_warping_error

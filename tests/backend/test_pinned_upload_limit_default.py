@@ -11,7 +11,7 @@ import argparse
 import socket
 
 from backend.security import GateConfig
-from backend.server import add_arguments
+from backend.serve_options import add_arguments
 from tests.backend.server import Backend
 from tests.promises.support import create_inbetween, square_keys
 

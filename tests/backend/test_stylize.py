@@ -6,6 +6,7 @@ files against their folder twins)."""
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,7 +146,8 @@ def test_seam_blend_continues_the_finished_frames_then_fades_out() -> None:
 
 def spec(params: dict, width: int = W, height: int = H, frames=range(4)) -> JobSpec:
     clean = StylizeParams.model_validate(params).model_dump(mode="json")
-    return JobSpec("x" * 32, "stylize", width, height, tuple(frames), (), clean)
+    # One id per job: the shot-wide depth range is cached by job id for the whole process.
+    return JobSpec(uuid.uuid4().hex, "stylize", width, height, tuple(frames), (), clean)
 
 
 def test_params_round_trip_with_the_pass_field_named_pass() -> None:

@@ -11,7 +11,7 @@ from types import ModuleType
 
 import bpy
 
-from client.request import Shot, build_request
+from client.request_builder import Shot, build_request
 from tests.blender.support import ADDON
 
 

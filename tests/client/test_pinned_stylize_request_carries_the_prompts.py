@@ -8,7 +8,8 @@ that job.
 
 from __future__ import annotations
 
-from client.request import JobKind, Settings, Shot, build_request, from_job, from_json
+from client.request import JobKind, from_job, from_json
+from client.request_builder import Settings, Shot, build_request
 from tests.backend.server import Backend
 
 SHOT = Shot(width=64, height=48, frames=(1, 2, 3))
