@@ -40,9 +40,12 @@ blender5:
 		touch $(B5VENV)/.installed; \
 	fi
 
+# The import contract (.importlinter) sees the repository root as the package `framesmith`.
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	@mkdir -p build/lint && ln -sfn ../.. build/lint/framesmith
+	PYTHONPATH=build/lint $(VENV)/bin/lint-imports --no-cache
 
 format: $(VENV)/.installed
 	$(VENV)/bin/ruff format .
