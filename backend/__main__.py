@@ -1,4 +1,8 @@
-"""Command line: serve, make-tiny-models, doctor, bench."""
+"""Command line: serve, make-tiny-models, doctor, bench.
+
+Each command imports its own modules when it runs, so `serve` does not load torch for the
+benchmarks and `doctor` does not load the web server.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import models  # noqa: F401 - sets the Hugging Face offline flags before any hub import
+from .serve_options import add_arguments as add_serve_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m backend", description="Framesmith backend")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    from .server import add_arguments
-
-    add_arguments(sub.add_parser("serve", help="run the job server"))
+    add_serve_arguments(sub.add_parser("serve", help="run the job server"))
     tiny = sub.add_parser("make-tiny-models", help="write tiny random models for tests and demos")
     tiny.add_argument("dest", type=Path)
     doctor = sub.add_parser("doctor", help="check this environment and a models folder")

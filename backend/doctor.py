@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import shutil
 from pathlib import Path
 
 from . import __version__, device, pipelines
+from .models.registry import ModelRegistry
 
 PACKAGES = (
     "torch",
@@ -32,12 +34,12 @@ def run(models_dir: Path | None) -> int:
             print(f"  {name:24} MISSING: pip install -r requirements/backend.txt")
             ok = False
     print(f"device: {device.describe(device.resolve('auto'))}")
+    openssl = shutil.which("openssl")
+    print(f"openssl: {openssl or 'MISSING: serve --tls-self-signed needs it (or use --tls-cert)'}")
     for kind in pipelines.kinds():
         loaded = pipelines.load(kind)
         print(f"pipeline {kind}: {'available' if loaded.pipeline else loaded.error}")
     if models_dir is not None:
-        from .models.registry import ModelRegistry
-
         registry = ModelRegistry(models_dir)
         registry.scan()
         summary = registry.to_json()

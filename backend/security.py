@@ -17,6 +17,10 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from .jobs import Pass
+from .vision.image_headers import image_start, not_an_image
+from .vision.imageio import label
+
 log = logging.getLogger("framesmith.http")
 
 Scope = MutableMapping[str, Any]
@@ -227,8 +231,6 @@ def _image_sniffing(receive: Receive, path: str) -> Receive:
         received += len(body)
         if verdict is None:
             head += body[: 8 - len(head)]
-            from .vision.imageio import image_start  # numpy and OpenCV: not before an upload
-
             verdict = image_start(head)
         if verdict is False and received > SNIFF_GRACE_BYTES:
             raise NotAnImage(_not_an_image_detail(path, head))
@@ -239,9 +241,6 @@ def _image_sniffing(receive: Receive, path: str) -> Receive:
 
 def _not_an_image_detail(path: str, head: bytes) -> str:
     """The route's wording, "<pass> frame <n>: the <pass> pass is not a PNG or OpenEXR ..."."""
-    from .pipelines.base import Pass
-    from .vision.imageio import label, not_an_image
-
     parts = path.split("/")  # "", "v1", "jobs", id, "inputs", pass, frame
     pass_name, frame = (parts[5], parts[6]) if len(parts) == 7 else ("upload", "?")
     try:

@@ -31,6 +31,8 @@ class BackendConfig:
     python: Path | None = None  # None: the root's .venv, if there is one
     url: str = ""
     token: str = ""
+    fingerprint: str = ""  # a remote backend's self-signed certificate (SHA-256)
+    allow_unencrypted: bool = False  # the token over plain HTTP to a remote backend
     device: str = "auto"
     timeout: float = 30.0
     start_timeout: float = 120.0
@@ -78,7 +80,13 @@ def connect(config: BackendConfig, start: bool = True) -> Connection:
             )
         if not config.token.strip():
             raise BackendUnreachable("a remote backend needs its token: set it in the preferences")
-        return Connection(url, config.token.strip(), timeout=config.timeout)
+        return Connection(
+            url,
+            config.token.strip(),
+            timeout=config.timeout,
+            fingerprint=config.fingerprint.strip(),
+            allow_unencrypted=config.allow_unencrypted,
+        )
     if start:
         running = ensure_backend(config.launch_spec(), timeout=config.start_timeout)
     else:
@@ -88,7 +96,12 @@ def connect(config: BackendConfig, start: bool = True) -> Connection:
                 f"no local backend is running for the data folder {config.data_dir}; start it"
                 " from the Backend panel"
             )
-    return Connection(running.connection.url, running.connection.token, timeout=config.timeout)
+    return Connection(
+        running.connection.url,
+        running.connection.token,
+        timeout=config.timeout,
+        fingerprint=running.connection.fingerprint,
+    )
 
 
 def stop_local(config: BackendConfig) -> bool:

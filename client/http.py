@@ -16,6 +16,15 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from .tls import (
+    CertificateMismatch,
+    PinnedHTTPSConnection,
+    is_loopback_host,
+    pinned_context,
+    pinned_fingerprint,
+    trust_store_context,
+)
+
 API_VERSION = "v1"  # the backend API this client speaks: `api` in GET /v1/health
 
 # The backend (uvicorn) closes a keep-alive connection after 5 s idle; one idle for longer than
@@ -37,11 +46,21 @@ class BackendUnreachable(Exception):
     """No backend answered at the URL (not running, wrong port, network down)."""
 
 
+class UnsafeConnection(BackendUnreachable):
+    """The client would not send the token this way (plain HTTP across a network, a
+    certificate that is not the pinned or a trusted one); nothing of the request was sent."""
+
+
 @dataclass(frozen=True)
 class Connection:
     url: str  # e.g. http://127.0.0.1:8765
     token: str
     timeout: float = 30.0
+    # An https:// backend with a self-signed certificate: its SHA-256 fingerprint (AB:CD:...),
+    # trusted instead of the system's certificate authorities.
+    fingerprint: str = ""
+    # Send the token over plain http:// to an address off this machine (readable on the way).
+    allow_unencrypted: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,7 @@ class BackendClient:
                 f"the backend URL {self._base!r} is not an http:// or https:// address; set it"
                 " in the add-on preferences"
             )
+        self._refuse_unsafe(target)
         all_headers = {
             "Host": target.host_header,
             "Authorization": f"Bearer {self.connection.token}",
@@ -196,6 +216,11 @@ class BackendClient:
                 conn.request(method, path, body=data, headers=headers)
                 response = conn.getresponse()
                 payload = response.read()
+            except CertificateMismatch as exc:
+                raise UnsafeConnection(str(exc)) from None
+            except ssl.SSLCertVerificationError as exc:
+                conn.close()
+                raise UnsafeConnection(_untrusted(self._base, exc)) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if reused and attempt == 1 and isinstance(exc, ConnectionError):
@@ -236,11 +261,39 @@ class BackendClient:
         timeout = self.connection.timeout
         if not target.https:
             return http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+        pin = self.connection.fingerprint.strip()
         with self._lock:
             if self._tls is None:
-                self._tls = ssl.create_default_context()
+                self._tls = pinned_context() if pin else trust_store_context()
             tls = self._tls
+        if pin:
+            return PinnedHTTPSConnection(
+                target.host,
+                target.port,
+                fingerprint=pinned_fingerprint(pin),
+                context=tls,
+                timeout=timeout,
+            )
         return http.client.HTTPSConnection(target.host, target.port, timeout=timeout, context=tls)
+
+    def _refuse_unsafe(self, target: _Target) -> None:
+        """Decided from the URL and the options alone, before any connection is opened."""
+        if not target.https:
+            if self.connection.allow_unencrypted or is_loopback_host(target.host):
+                return
+            raise UnsafeConnection(
+                f"refusing to send the token to {self._base} over plain HTTP: anyone on the"
+                " network between here and there could read it and then drive the backend. Serve"
+                " the backend over HTTPS (serve --tls-cert/--tls-key or --tls-self-signed) and"
+                " use an https:// URL, or tick Allow Unencrypted (unsafe) in the preferences"
+            )
+        if self.connection.fingerprint.strip():
+            try:
+                pinned_fingerprint(self.connection.fingerprint)
+            except ValueError as exc:
+                raise UnsafeConnection(
+                    f"the backend's certificate fingerprint in the preferences is wrong: {exc}"
+                ) from None
 
 
 def _target(url: str) -> _Target | None:
@@ -257,6 +310,15 @@ def _target(url: str) -> _Target | None:
         port=port,
         host_header=parts.netloc.rpartition("@")[2],
         prefix=parts.path,
+    )
+
+
+def _untrusted(url: str, exc: ssl.SSLCertVerificationError) -> str:
+    return (
+        f"the backend at {url} presented a certificate this system does not trust"
+        f" ({exc.verify_message or exc.reason}); the token was not sent. For a backend with a"
+        " self-signed certificate (serve --tls-self-signed), paste the SHA-256 fingerprint it"
+        " printed at start into the add-on preferences"
     )
 
 

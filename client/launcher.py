@@ -91,7 +91,7 @@ def _is_loopback_url(url: str) -> bool:
         host = parts.hostname or ""
     except ValueError:
         return False
-    if parts.scheme != "http" or parts.username or parts.password:
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
         return False
     if host == "localhost":
         return True
@@ -110,7 +110,7 @@ def find_running(data_dir: Path, timeout: float = 5.0) -> Running | None:
     pid = int(info["pid"])
     if process_serves(pid, data_dir) is False:
         return None  # the pid now belongs to another program: the token is not sent to it
-    connection = Connection(info["url"], info["token"], timeout=timeout)
+    connection = ready_connection(info, timeout)
     try:
         health = BackendClient(connection).health()
     except (BackendUnreachable, BackendError):
@@ -118,6 +118,18 @@ def find_running(data_dir: Path, timeout: float = 5.0) -> Running | None:
     if not answers_as(health, pid, data_dir):
         return None
     return Running(connection, pid, started_here=False)
+
+
+def ready_connection(info: dict, timeout: float = 30.0) -> Connection:
+    """How to reach the backend a trusted ready file names (its certificate's fingerprint
+    with it, for a backend serving HTTPS with --tls-self-signed)."""
+    fingerprint = info.get("fingerprint")
+    return Connection(
+        info["url"],
+        info["token"],
+        timeout=timeout,
+        fingerprint=fingerprint if isinstance(fingerprint, str) else "",
+    )
 
 
 def process_serves(pid: int, data_dir: Path) -> bool | None:
@@ -195,7 +207,7 @@ def launch(spec: LaunchSpec, timeout: float = 120.0, poll: float = 0.1) -> Runni
             raise LaunchError(f"the backend exited with code {proc.returncode}: {_tail(log_path)}")
         info = read_ready(spec.data_dir)
         if info is not None and int(info.get("pid", 0)) == proc.pid:
-            return Running(Connection(info["url"], info["token"]), proc.pid, started_here=True)
+            return Running(ready_connection(info), proc.pid, started_here=True)
         time.sleep(poll)  # waiting for the child's ready file, with a deadline
     proc.terminate()
     raise LaunchError(f"the backend did not start within {timeout:.0f} s: {_tail(log_path)}")
@@ -227,7 +239,7 @@ def stop(data_dir: Path) -> bool:
     serves = process_serves(pid, data_dir)
     if serves is None:  # no command lines to read: ask the process that answers
         try:
-            health = BackendClient(Connection(info["url"], info["token"], timeout=5.0)).health()
+            health = BackendClient(ready_connection(info, timeout=5.0)).health()
         except (BackendUnreachable, BackendError):
             return False
         serves = answers_as(health, pid, data_dir)

@@ -18,8 +18,9 @@ import httpx
 import pytest
 from starlette.routing import Route
 
-from backend.api import Services, create_app
-from backend.server import TOKEN_ENV
+from backend.api.app import create_app
+from backend.api.services import Services
+from backend.serve_options import TOKEN_ENV
 from backend.store import Store
 from backend.worker import Worker
 from tests.backend.server import REPO, Backend

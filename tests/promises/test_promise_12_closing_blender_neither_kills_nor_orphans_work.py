@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.server import ALREADY_RUNNING_EXIT
+from backend.data_folder import ALREADY_RUNNING_EXIT
 from backend.worker import HOLD_ENV
 from client.backend import BackendConfig, BackendMode
 from client.http import BackendClient, Connection

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from backend.server import HEADER_TIMEOUT_S
+from backend.connections import HEADER_TIMEOUT_S
 from tests.backend.server import REPO, Backend
 from tests.promises.support import open_fds
 

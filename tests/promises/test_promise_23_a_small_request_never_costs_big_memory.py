@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import httpx
 
-from backend.api import MAX_LISTED_MISSING
-from backend.pipelines.base import MAX_FRAME
+from backend.api.schemas import MAX_LISTED_MISSING
+from backend.jobs import MAX_FRAME
 from tests.backend.images import png_bytes
 from tests.backend.server import Backend
 from tests.promises.support import H, W, rss_kb, square_keys

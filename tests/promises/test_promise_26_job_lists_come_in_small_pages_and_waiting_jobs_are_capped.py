@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from backend.api import NEXT_CURSOR, PAGE_BYTES
+from backend.api.job_routes import NEXT_CURSOR, PAGE_BYTES
 from tests.backend.images import png_bytes
 from tests.backend.server import Backend
 from tests.promises.support import H, W, square_keys
