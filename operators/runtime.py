@@ -20,7 +20,6 @@ from pathlib import Path
 import bpy
 
 from .. import properties, state
-from ..client.backend import ModelChoices
 from ..client.frames import FrameError
 from ..client.http import BackendError, BackendUnreachable
 from ..client.jobs import FINAL, Canceled, Created, Done, Failed, FrameReady, JobRunner, Message
@@ -48,15 +47,6 @@ class _Call:
 
 _watched: dict[str, Watched] = {}  # state.watching() says the same to the UI
 _calls: list[_Call] = []
-
-
-# The tests reach the session state through this module (their `runtime` fixture).
-def model_choices() -> ModelChoices:
-    return state.model_choices()
-
-
-def backend_status() -> state.BackendStatus:
-    return state.backend_status()
 
 
 def runner(take: str) -> JobRunner | None:

@@ -137,6 +137,12 @@ def runtime(addon: ModuleType) -> ModuleType:
 
 
 @pytest.fixture
+def session_state(addon: ModuleType) -> ModuleType:
+    """The add-on's session state (model listing, backend status, watched takes)."""
+    return sys.modules[f"{ADDON}.state"]
+
+
+@pytest.fixture
 def shot(prefs: Any, tmp_path: Path) -> Any:
     """A fresh file: a glowing cube sliding with keys at 1, 4 and 7; Cycles, 64×48, 1 sample;
     results go to tmp_path. Frame range 1–8, so the last frame holds the last key."""

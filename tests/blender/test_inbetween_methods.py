@@ -147,13 +147,13 @@ def test_diffusion_on_the_tiny_models_with_the_chosen_sparsectrl(
     shot: Any,
     prefs: Any,
     tiny_backend: dict[str, Any],
-    runtime: ModuleType,
+    session_state: ModuleType,
     listing_file: Path,  # the check below changes the model list; put back afterwards
 ) -> None:
     prefs.data_dir = str(tiny_backend["data"])
     prefs.models_dir = str(tiny_backend["models"])
     assert bpy.ops.framesmith.backend_check() == {"FINISHED"}
-    (sparsectrl,) = runtime.model_choices().sparsectrls
+    (sparsectrl,) = session_state.model_choices().sparsectrls
     props = shot.framesmith
     props.inbetween_method = "DIFFUSION"
     props.sparsectrl_menu = sparsectrl

@@ -21,7 +21,7 @@ from tests.blender.support import ADDON, REPO_MODULE
 
 
 def test_model_menus_list_the_backend_models_and_reach_the_job(
-    shot: Any, prefs: Any, tiny_backend: dict, runtime: ModuleType, listing_file: Path
+    shot: Any, prefs: Any, tiny_backend: dict, session_state: ModuleType, listing_file: Path
 ) -> None:
     prefs.data_dir = str(tiny_backend["data"])
     prefs.models_dir = str(tiny_backend["models"])
@@ -30,7 +30,7 @@ def test_model_menus_list_the_backend_models_and_reach_the_job(
     assert props.checkpoint_menu == "DEFAULT" and props.checkpoint == ""
 
     assert bpy.ops.framesmith.backend_check() == {"FINISHED"}
-    choices = runtime.model_choices()
+    choices = session_state.model_choices()
     assert choices.checkpoints and choices.motion_adapters and choices.loras
     checkpoint, lora = choices.checkpoints[-1], choices.loras[0]
 
@@ -61,15 +61,14 @@ def test_model_menus_list_the_backend_models_and_reach_the_job(
     assert props.checkpoint == ""
 
 
-def restart_listing(runtime: ModuleType) -> None:
+def restart_listing(session_state: ModuleType) -> None:
     """What a restart does to the listing: unregister forgets it, register finds the folder
     again and the menus read the file on first use. (Disabling the whole extension here would
     leave this session's preferences fixture dangling; a real new process is tested below.)"""
-    model_menus = sys.modules[f"{ADDON}.state"]
-    model_menus.unregister()
-    empty = type(runtime.model_choices())()
-    assert runtime.model_choices() == empty  # nothing in memory any more
-    model_menus.register()
+    session_state.unregister()
+    empty = type(session_state.model_choices())()
+    assert session_state.model_choices() == empty  # nothing in memory any more
+    session_state.register()
 
 
 def menu_description(props: Any, menu: str, name: str) -> str:
@@ -77,25 +76,25 @@ def menu_description(props: Any, menu: str, name: str) -> str:
 
 
 def test_model_menus_keep_the_last_listing_across_restarts(
-    shot: Any, prefs: Any, tiny_backend: dict, runtime: ModuleType, listing_file: Path
+    shot: Any, prefs: Any, tiny_backend: dict, session_state: ModuleType, listing_file: Path
 ) -> None:
     prefs.data_dir = str(tiny_backend["data"])
     prefs.models_dir = str(tiny_backend["models"])
     assert bpy.ops.framesmith.backend_check() == {"FINISHED"}
-    checked = runtime.model_choices()
+    checked = session_state.model_choices()
     assert checked.checkpoints and checked.sparsectrls
     stored = json.loads(listing_file.read_text())
     assert stored["models"]["checkpoints"] == list(checked.checkpoints)
 
-    restart_listing(runtime)
-    assert runtime.model_choices() == checked  # read back from the file, no check needed
+    restart_listing(session_state)
+    assert session_state.model_choices() == checked  # read back from the file, no check needed
     props = shot.framesmith
     checkpoint, sparsectrl = checked.checkpoints[-1], checked.sparsectrls[0]
     props.checkpoint_menu = checkpoint
     props.sparsectrl_menu = sparsectrl
     assert (props.checkpoint, props.sparsectrl) == (checkpoint, sparsectrl)
     said = menu_description(props, "checkpoint_menu", checkpoint)
-    when = sys.modules[f"{ADDON}.state"].listing().when()
+    when = session_state.listing().when()
     assert "last check" in said and when in said, said
 
     # a new Blender process on the same user folder offers the names before any check
@@ -103,8 +102,8 @@ def test_model_menus_keep_the_last_listing_across_restarts(
 
     # a broken file: empty menus after the restart, no traceback
     listing_file.write_text("{ half a file")
-    restart_listing(runtime)
-    assert runtime.model_choices().checkpoints == ()
+    restart_listing(session_state)
+    assert session_state.model_choices().checkpoints == ()
     assert props.checkpoint == checkpoint and props.checkpoint_menu == checkpoint  # kept, marked
     assert "(not listed)" in bpy.types.UILayout.enum_item_name(props, "checkpoint_menu", checkpoint)
     props.checkpoint_menu = "DEFAULT"

@@ -112,6 +112,7 @@ def test_promise_13_addon_never_blocks_the_ui(
     shot: Any,
     prefs: Any,
     runtime: ModuleType,
+    session_state: ModuleType,
     invoker: Invoker,
     stalled_backend: str,
     tmp_path: Path,
@@ -156,7 +157,7 @@ def test_promise_13_addon_never_blocks_the_ui(
     for name in ("backend_check", "backend_start"):
         twin = invoker(name, f"FRAMESMITH_OT_{name}")
         assert timed.invoke(f"{name} invoke", twin) == {"FINISHED"}
-    assert runtime.backend_status().busy  # the answer has not come: the call runs on a thread
+    assert session_state.backend_status().busy  # the answer has not come: the call runs on a thread
     with pytest.raises(RuntimeError, match="stopped on its own machine"):
         timed("backend_stop (INVOKE_DEFAULT)", lambda: bpy.ops.framesmith.backend_stop("INVOKE_DEFAULT"))  # fmt: skip
     with pytest.raises(RuntimeError, match="folder does not exist"):  # no file browser opens

@@ -126,27 +126,27 @@ def test_preferences_draw(prefs: Any) -> None:
 
 
 def test_backend_buttons_start_check_and_stop(prefs: Any, tmp_path: Path) -> None:
-    runtime = sys.modules[f"{ADDON}.state"]
+    session_state = sys.modules[f"{ADDON}.state"]
     prefs.data_dir = str(tmp_path / "data")
     assert bpy.ops.framesmith.backend_start() == {"FINISHED"}
     ready = read_ready(tmp_path / "data")
     assert ready is not None
-    lines = runtime.backend_status().lines
+    lines = session_state.backend_status().lines
     assert lines[0].startswith("Backend ") and "inbetween: ready for flow" in " ".join(lines)
 
     assert bpy.ops.framesmith.backend_check() == {"FINISHED"}
-    assert runtime.backend_status().ok is True
+    assert session_state.backend_status().ok is True
 
     assert bpy.ops.framesmith.backend_stop() == {"FINISHED"}
     os.waitpid(int(ready["pid"]), 0)
-    assert runtime.backend_status().lines == ["Backend stopped"]
+    assert session_state.backend_status().lines == ["Backend stopped"]
     try:
         bpy.ops.framesmith.backend_check()
     except RuntimeError as exc:
         assert "no local backend is running" in str(exc)
     else:
         raise AssertionError("checking a stopped backend must fail")
-    assert runtime.backend_status().ok is False
+    assert session_state.backend_status().ok is False
 
 
 def test_stylize_panel_offers_a_style_reference_image(shot: Any, addon: ModuleType) -> None:
