@@ -60,6 +60,12 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
         " Empty: a folder in Blender's extension data",
         subtype="DIR_PATH",
     )
+    extra_models_dirs: StringProperty(
+        name="Extra Models Folders",
+        description="More folders of models the local backend uses read-only, such as a ComfyUI"
+        " or A1111 models folder, so nothing is copied; separate several with ';'. A running"
+        " backend sees a change once stopped and started again",
+    )
     background_render: BoolProperty(
         name="Render in a Background Process",
         description="Interactive takes render their frames in a background Blender process on a"
@@ -124,6 +130,7 @@ class FramesmithPreferences(bpy.types.AddonPreferences):
             self.draw_install(layout.box())
             layout.prop(self, "device")
             layout.prop(self, "models_dir", placeholder=str(models_dir(self)))
+            layout.prop(self, "extra_models_dirs", placeholder="ComfyUI/models; A1111/models")
             layout.prop(self, "data_dir", placeholder=str(data_dir(self)))
         else:
             layout.prop(self, "url")
@@ -202,7 +209,14 @@ def backend_config(prefs: FramesmithPreferences) -> BackendConfig:
         fingerprint=prefs.fingerprint,
         allow_unencrypted=prefs.allow_unencrypted,
         device=prefs.device,
+        extra_models=extra_models_dirs(prefs),
     )
+
+
+def extra_models_dirs(prefs: FramesmithPreferences) -> tuple[Path, ...]:
+    """The Extra Models Folders preference as absolute paths (';' between folders)."""
+    parts = (p.strip() for p in prefs.extra_models_dirs.split(";"))
+    return tuple(Path(bpy.path.abspath(p)) for p in parts if p)
 
 
 def network_refusal(prefs: FramesmithPreferences) -> str | None:

@@ -6,7 +6,8 @@ preferences, panels and operators. Drawing reads it here and never waits on the 
   have it after a restart (`register()` finds the folder on the main thread; the file is read
   on first use);
 - the takes watched now (their runners and renders are operators/runtime.py's);
-- the backend install running now, if any (operators/install_backend.py runs it).
+- the backend install running now, if any (operators/install_backend.py runs it);
+- the backend's model catalogue and the downloads followed now (operators/downloads.py).
 
 It sits below everything that uses it and imports only the client package.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import bpy
 
 from .client.backend import ModelChoices
+from .client.downloads import CatalogueItem, DownloadRunner, DownloadStatus
 from .client.installer import Installer
 from .client.installer import Message as InstallMessage
 from .client.model_list import Listing, ModelList
@@ -51,9 +53,23 @@ class InstallRun:
         return self.installer is not None
 
 
+@dataclass
+class Downloads:
+    catalogue: tuple[CatalogueItem, ...] = ()  # as the last Check or download left it
+    runners: dict[str, DownloadRunner] = field(default_factory=dict)  # followed now, by model
+    status: dict[str, DownloadStatus] = field(default_factory=dict)  # the last word, by model
+
+    def running(self, name: str) -> bool:
+        return name in self.runners
+
+    def item(self, name: str) -> CatalogueItem | None:
+        return next((i for i in self.catalogue if i.name == name), None)
+
+
 MODELS = ModelList()  # the folder is set by register()
 _backend = BackendStatus()
 _install = InstallRun()
+_downloads = Downloads()
 _watched_takes: set[str] = set()
 
 
@@ -76,6 +92,16 @@ def remember_models(choices: ModelChoices) -> None:
 
 def install() -> InstallRun:
     return _install
+
+
+def downloads() -> Downloads:
+    return _downloads
+
+
+def remember_catalogue(items: tuple[CatalogueItem, ...] | None) -> None:
+    """Called from a backend call's thread: swaps the catalogue in (None: keep the last one)."""
+    if items is not None:
+        _downloads.catalogue = items
 
 
 def watching(take: str) -> bool:

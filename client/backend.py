@@ -34,6 +34,7 @@ class BackendConfig:
     fingerprint: str = ""  # a remote backend's self-signed certificate (SHA-256)
     allow_unencrypted: bool = False  # the token over plain HTTP to a remote backend
     device: str = "auto"
+    extra_models: tuple[Path, ...] = ()  # more models folders the backend scans, read-only
     timeout: float = 30.0
     start_timeout: float = 120.0
 
@@ -50,6 +51,7 @@ class BackendConfig:
             data_dir=self.data_dir,
             models_dir=self.models_dir,
             device=self.device,
+            extra_args=tuple(a for p in self.extra_models for a in ("--extra-models", str(p))),
         )
 
 

@@ -153,6 +153,19 @@ class BackendClient:
     def delete(self, job_id: str) -> dict[str, Any]:
         return self._json("DELETE", f"/v1/jobs/{_seg(job_id)}")
 
+    def catalogue(self) -> dict[str, Any]:
+        """The models the backend can download: {"models": [entry + "installed", ...]}."""
+        return self._json("GET", "/v1/catalogue")
+
+    def start_download(self, name: str) -> dict[str, Any]:
+        return self._json("POST", "/v1/downloads", body={"name": name})
+
+    def download(self, download_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/downloads/{_seg(download_id)}")
+
+    def cancel_download(self, download_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/downloads/{_seg(download_id)}/cancel")
+
     def close(self) -> None:
         """Close the idle connections (one still in use closes when its request ends). The
         client stays usable: a later request opens a new connection."""

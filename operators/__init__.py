@@ -8,6 +8,7 @@ from . import (
     backend_start,
     backend_stop,
     cancel,
+    downloads,
     inbetween,
     install_backend,
     open_folder,
@@ -29,6 +30,7 @@ _modules = (
     open_folder,
     reattach,
     install_backend,
+    downloads,
 )
 
 

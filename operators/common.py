@@ -13,6 +13,7 @@ import bpy
 
 from .. import preferences, state
 from ..client.backend import BackendConfig, check_models, connect
+from ..client.downloads import catalogue_or_none
 from ..client.frames import FrameError, FrameRange, take_folder
 from ..client.http import BackendClient, BackendError, BackendUnreachable
 from ..client.jobs import Canceled, Done, InputFeed, JobRunner
@@ -194,8 +195,10 @@ def checking(start: bool) -> Callable[[BackendConfig], Callable[[], list[str]]]:
 
     def make_call(config: BackendConfig) -> Callable[[], list[str]]:
         def call() -> list[str]:
-            lines, choices = check_models(connect(config, start=start))
+            connection = connect(config, start=start)
+            lines, choices = check_models(connection)
             state.remember_models(choices)
+            state.remember_catalogue(catalogue_or_none(connection))
             return lines
 
         return call

@@ -7,6 +7,7 @@ import bpy
 
 from .. import preferences, state
 from ..properties import FINAL_STATES
+from . import model_downloads
 
 STATE_ICONS = {
     "DONE": "CHECKMARK",
@@ -185,3 +186,4 @@ def backend(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
     if prefs.backend_mode == "LOCAL":
         row.operator("framesmith.backend_start", text="Start", icon="PLAY")
         row.operator("framesmith.backend_stop", text="Stop", icon="SNAP_FACE")
+    model_downloads.draw(layout)

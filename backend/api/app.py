@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .. import __version__
-from . import health_routes, input_routes, job_routes, output_routes
+from . import download_routes, health_routes, input_routes, job_routes, output_routes
 from .errors import install_error_handlers
 from .services import Services
 
@@ -20,7 +20,7 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     install_error_handlers(app)
-    for area in (health_routes, job_routes, input_routes, output_routes):
+    for area in (health_routes, job_routes, input_routes, output_routes, download_routes):
         # The routes themselves, not include_router: this FastAPI nests an included router as
         # one lazily-resolved entry, and app.routes (which promise 4 walks to send every route
         # a request without the token) must list each route.

@@ -37,7 +37,7 @@ def checked_path(entry: ModelEntry, registry: ModelRegistry | None) -> Path:
     if registry is not None:
         for item in (path, *files):
             real = item.resolve()
-            if real != registry.root and registry.root not in real.parents:
+            if not registry.contains(real):
                 raise ModelLoadError(
                     f"'{entry.name}': {item.name} resolves outside the models folder"
                 )

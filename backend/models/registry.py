@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,33 @@ class Need:
 
 
 class ModelRegistry:
-    def __init__(self, root: Path | str) -> None:
+    """`root` is the models folder; `extra` are more folders scanned read-only (a ComfyUI or
+    A1111 models tree), whose models are named relative to their own folder (prefixed with the
+    folder's name where that name is taken already)."""
+
+    def __init__(self, root: Path | str, extra: Iterable[Path | str] = ()) -> None:
         self.root = Path(root).expanduser().resolve()
+        self.extra = tuple(
+            dict.fromkeys(r for p in extra if (r := Path(p).expanduser().resolve()) != self.root)
+        )
         self._found: Inventory | None = None
         self._lock = threading.Lock()
 
     def scan(self) -> ModelRegistry:
         found = scan_models_folder(self.root)
+        for folder in self.extra:
+            found = merge_inventories(found, scan_models_folder(folder))
         with self._lock:
             self._found = found
         return self
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        return (self.root, *self.extra)
+
+    def contains(self, path: Path) -> bool:
+        """Whether the resolved `path` lies in the models folder or an extra folder."""
+        return any(path == r or r in path.parents for r in self.roots)
 
     @property
     def inventory(self) -> Inventory:
@@ -137,6 +154,7 @@ class ModelRegistry:
         }
         return {
             "root": str(self.root),
+            "extra": [str(p) for p in self.extra],
             "layout": {kind.value: f"{KINDS[kind].folder}/" for kind in ModelKind},
             "installed": installed,
             "refused": [
@@ -163,3 +181,24 @@ class ModelRegistry:
             "missing": default["missing"],
             "modes": per_mode,
         }
+
+
+def merge_inventories(found: Inventory, more: Inventory) -> Inventory:
+    """`found` plus the models of another folder; a name already taken gets the folder's name
+    in front (then a number), so every model keeps one unique name."""
+    taken = {e.name for e in found.entries}
+    added = []
+    for entry in more.entries:
+        name, n = entry.name, 1
+        while name in taken:
+            n += 1
+            name = (
+                f"{more.root.name}/{entry.name}" if n == 2 else f"{more.root.name}{n}/{entry.name}"
+            )
+        taken.add(name)
+        added.append(replace(entry, name=name))
+    return Inventory(
+        root=found.root,
+        entries=tuple(sorted((*found.entries, *added), key=lambda e: (e.kind.value, e.name))),
+        refused=tuple(sorted((*found.refused, *more.refused), key=lambda r: str(r.path))),
+    )

@@ -68,7 +68,7 @@ def test_every_route_answers_401_without_the_token(make_backend, tmp_path: Path)
     b: Backend = make_backend().start()
     with b.client() as c:
         job = create_inbetween(c, square_keys({0: 4.0, 2: 12.0}), range(0, 3))
-    values = {"job_id": job["id"], "pass_name": "keyframe", "frame": "0"}
+    values = {"job_id": job["id"], "pass_name": "keyframe", "frame": "0", "download_id": "0" * 16}
     concrete = [(m, PARAM.sub(lambda x: values[x.group(1)], path)) for m, path in table]
     concrete += [("GET", "/"), ("GET", "/v1/no-such-route"), ("POST", "/v1/jobs?token=x")]
 
