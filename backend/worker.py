@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -19,8 +21,9 @@ import numpy as np
 from . import pipelines
 from .device import free_memory
 from .jobs import ANY_SIZE_PASSES, InputError, JobSpec, Pass, PipelineError, shortened_list
-from .pipelines.base import Canceled, Chunk
+from .pipelines.base import GENERIC_OOM_ADVICE, Canceled, Chunk
 from .store import JobRecord, JobState, Progress, Store
+from .store_files import UnsafePath
 from .vision.imageio import decode
 from .vision.png import encode_png
 
@@ -34,6 +37,9 @@ HOLD_ENV = "FRAMESMITH_FAULT_HOLD_AFTER_FRAMES"
 # Fault injection for the out-of-memory tests only: "<n>" makes the first n chunk attempts of
 # this process raise torch's OutOfMemoryError before they start; "always" makes every one.
 OOM_ENV = "FRAMESMITH_FAULT_OOM"
+# A running job's temporary files (render-assisted tracks, ...) live in this folder of its job
+# folder, never beside its outputs; it is removed when the job's run ends and at every start.
+SCRATCH = "scratch"
 
 
 class JobContext:
@@ -55,7 +61,11 @@ class JobContext:
         self._cancel = cancel_event
         self._on_frame_written = on_frame_written
         self._progress = Progress()
+        # Decoded inputs of the current chunk's context frames: read again within the chunk,
+        # dropped at the next. Other frames (a shot-wide depth range, guides between keys) are
+        # decoded on every read, so a chunk never holds the frames of a whole shot.
         self._decoded: dict[tuple[Pass, int], np.ndarray] = {}
+        self._kept_frames: frozenset[int] = frozenset()
         self.memory_level = 0  # raised by Worker._run_chunk after running out of GPU memory
 
     @property
@@ -67,17 +77,31 @@ class JobContext:
 
     def input(self, p: Pass, frame: int) -> np.ndarray:
         key = (p, frame)
-        if key not in self._decoded:
-            path = self._store.find_input(self.job.id, p, frame)
-            if path is None:
-                raise PipelineError(f"input {p.value} for frame {frame} was not uploaded")
-            self._decoded[key] = decode(
-                path.read_bytes(),
-                max_pixels=MAX_PIXELS,
-                expect_size=None if p in ANY_SIZE_PASSES else (self.job.width, self.job.height),
-                pass_=p,
-            )
-        return self._decoded[key]
+        if key in self._decoded:
+            return self._decoded[key]
+        path = self._store.find_input(self.job.id, p, frame)
+        if path is None:
+            raise PipelineError(f"input {p.value} for frame {frame} was not uploaded")
+        image = decode(
+            path.read_bytes(),
+            max_pixels=MAX_PIXELS,
+            expect_size=None if p in ANY_SIZE_PASSES else (self.job.width, self.job.height),
+            pass_=p,
+        )
+        if frame in self._kept_frames:
+            self._decoded[key] = image
+        return image
+
+    def scratch_dir(self) -> Path:
+        """A private folder for the running job's temporary files; removed when its run ends."""
+        folder = self._store.job_dir(self.job.id) / SCRATCH
+        if folder.is_symlink() or folder.parent.resolve() != folder.parent:
+            raise UnsafePath(folder)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return folder
+
+    def remove_scratch(self) -> None:
+        remove_scratch(self._store.job_dir(self.job.id) / SCRATCH)
 
     def finished_output(self, frame: int) -> np.ndarray | None:
         data = self._store.read_output(self.job.id, frame)
@@ -109,11 +133,13 @@ class JobContext:
         self._progress = Progress(stage, done, total, p.chunk, p.chunks)
         self._store.set_progress(self.job.id, self._progress)
 
-    def set_chunk(self, finished_chunks: int, chunks: int) -> None:
+    def set_chunk(self, finished_chunks: int, chunks: int, chunk: Chunk | None = None) -> None:
+        """Progress at a new chunk (None: past the last); its context frames' inputs are kept."""
         p = self._progress
         self._progress = Progress(p.stage, 0, p.total, finished_chunks, chunks)
         self._store.set_progress(self.job.id, self._progress)
         self._decoded.clear()
+        self._kept_frames = frozenset(chunk.context) if chunk is not None else frozenset()
 
     def check_cancel(self) -> None:
         if self._cancel.is_set():
@@ -140,6 +166,8 @@ class Worker:
     # --- control from the API thread -------------------------------------------------------
 
     def start(self) -> None:
+        for folder in self.store.jobs_dir.glob(f"*/{SCRATCH}"):
+            remove_scratch(folder)  # left by a run the process died in
         resumed = self.store.requeue_interrupted()
         if resumed:
             log.info("resuming %d interrupted job(s)", len(resumed))
@@ -211,40 +239,51 @@ class Worker:
         ctx = JobContext(
             self.store, running, self.device, self._models, self._cancel, self._frame_written
         )
-        spec = running.spec()
+        ctx.remove_scratch()  # what a crashed run left
+        try:
+            state, error = self._run_chunks(pipeline, ctx)
+        finally:
+            ctx.remove_scratch()  # before the job is seen to end
+        if state is JobState.FAILED:
+            self._fail(job.id, error or "the job failed")
+        else:
+            self.store.transition(job.id, state, allowed_from=(JobState.RUNNING,))
+
+    def _run_chunks(self, pipeline: Any, ctx: JobContext) -> tuple[JobState, str | None]:
+        """Every unfinished chunk, in order; the state the job ends in, and its error."""
+        spec = ctx.job
         try:
             chunks = pipeline.plan(spec)
             for i, chunk in enumerate(chunks):
                 ctx.check_cancel()
-                ctx.set_chunk(i, len(chunks))
-                if self._chunk_finished(job.id, chunk):
+                ctx.set_chunk(i, len(chunks), chunk)
+                if self._chunk_finished(spec.id, chunk):
                     continue
                 self._run_chunk(pipeline, ctx, chunk)
-                missing = self._missing_frames(job.id, chunk.frames)
+                missing = self._missing_frames(spec.id, chunk.frames)
                 if missing:
                     raise PipelineError(
-                        f"the {job.kind} pipeline did not produce frame(s) {shortened_list(missing)}"
+                        f"the {spec.kind} pipeline did not produce frame(s) {shortened_list(missing)}"
                     )
             ctx.set_chunk(len(chunks), len(chunks))
         except Canceled:
-            if self._stop and not self.store.get(job.id).cancel_requested:  # type: ignore[union-attr]
-                self.store.transition(job.id, JobState.QUEUED, allowed_from=(JobState.RUNNING,))
-            else:
-                self.store.transition(job.id, JobState.CANCELED, allowed_from=(JobState.RUNNING,))
-            return
+            if self._stop and not self.store.get(spec.id).cancel_requested:  # type: ignore[union-attr]
+                return JobState.QUEUED, None
+            return JobState.CANCELED, None
         except (PipelineError, InputError) as exc:
-            self._fail(job.id, str(exc))
-            return
-        missing = self._missing_frames(job.id, spec.frames)
+            return JobState.FAILED, str(exc)
+        missing = self._missing_frames(spec.id, spec.frames)
         if missing:
-            self._fail(job.id, f"frames {shortened_list(missing)} are missing after the last chunk")
-            return
-        self.store.transition(job.id, JobState.DONE, allowed_from=(JobState.RUNNING,))
+            return (
+                JobState.FAILED,
+                f"frames {shortened_list(missing)} are missing after the last chunk",
+            )
+        return JobState.DONE, None
 
     def _run_chunk(self, pipeline: Any, ctx: JobContext, chunk: Chunk) -> None:
         """Run one chunk; out of GPU memory, again at the pipeline's next memory level (kept for
         the job's later chunks), and past the last level fail the job saying what to lower."""
-        levels = max(1, int(getattr(pipeline, "memory_levels", 1)))
+        levels = memory_levels(pipeline, ctx.job)
         while True:
             try:
                 self._oom_faults.check()
@@ -269,7 +308,7 @@ class Worker:
                     f"The GPU ran out of memory on chunk {chunk.index + 1}"
                     + (" even with the smallest memory settings" if levels > 1 else "")
                     + ": "
-                    + (advice(ctx.job) if advice else _GENERIC_OOM_ADVICE)
+                    + (advice(ctx.job) if advice else GENERIC_OOM_ADVICE)
                 )
             ctx.memory_level += 1
 
@@ -293,10 +332,23 @@ class Worker:
                 pass
 
 
-_GENERIC_OOM_ADVICE = (
-    "lower the resolution or the number of frames, or close other programs that use the GPU, "
-    "and run the job again."
-)
+def memory_levels(pipeline: Any, job: JobSpec) -> int:
+    """How many memory levels `pipeline` has for `job` (base.ShrinksOnOutOfMemory, ShrinksPerJob;
+    1 for a pipeline with neither)."""
+    per_job = getattr(pipeline, "memory_levels_for", None)
+    levels = per_job(job) if per_job is not None else getattr(pipeline, "memory_levels", 1)
+    return max(1, int(levels))
+
+
+def remove_scratch(folder: Path) -> None:
+    """Remove a job's scratch folder; never through a link (a link in its place goes alone)."""
+    job_folder = folder.parent
+    if job_folder.is_symlink() or job_folder.resolve() != job_folder:
+        return
+    if folder.is_symlink():
+        folder.unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from pydantic import ValidationError
 
 from ..jobs import InputError, JobSpec, frame_range_error, validation_text
-from ..pipelines.base import Pipeline
+from ..pipelines.base import Pipeline, input_reasons
 from ..store import JobState
 from .errors import ApiError, BadRequest, Conflict, NotFound, TooBusy, Unprocessable
 from .job_view import existing_job, job_out, missing_inputs, pipeline_for, ranges_text
@@ -106,7 +106,10 @@ def start_job(job_id: str, response: Response, services: ServicesDep) -> JobOut:
     missing = missing_inputs(store, job, pipeline)
     if missing:
         existing_job(store, job_id)  # deleted meanwhile: its inputs went with it
-        listed = "; ".join(f"{p} for frame(s) {ranges_text(fs)}" for p, fs in missing.items())
+        why = {p: f", {reason}" for p, reason in input_reasons(pipeline, job.spec()).items()}
+        listed = "; ".join(
+            f"{p} for frame(s) {ranges_text(fs)}{why.get(p, '')}" for p, fs in missing.items()
+        )
         raise BadRequest(f"inputs missing: {listed}")
     models = services.models_when_read()  # never a scan of the models folder in here
     missing_models = pipeline.missing_models(job.spec(), models)

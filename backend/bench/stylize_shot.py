@@ -56,6 +56,10 @@ class Shot:
     def frames(self) -> tuple[ShotFrame, ...]:
         return tuple(self._frame(t) for t in range(self.count))
 
+    def frame(self, t: int) -> ShotFrame:
+        """One frame, made now and not kept (`frames` keeps every frame)."""
+        return self._frame(t)
+
     @property
     def radius(self) -> float:
         return 0.2 * min(self.width, self.height)

@@ -9,12 +9,19 @@ a resumed job continues from its first missing frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from pydantic import BaseModel
 
 from ..jobs import FrameRanges, JobSpec, Pass
+
+# What to do about running out of GPU memory, for a pipeline (or job) without advice of its own.
+GENERIC_OOM_ADVICE = (
+    "lower the resolution or the number of frames, or close other programs that use the GPU, "
+    "and run the job again."
+)
 
 
 class Canceled(Exception):
@@ -34,7 +41,9 @@ class RunContext(Protocol):
     job: JobSpec
     device: str  # "cpu", "cuda", "cuda:1", ...
     # 0 = as asked; the worker raises it after a chunk ran out of GPU memory, up to the
-    # pipeline's memory_levels - 1 (see ShrinksOnOutOfMemory), and keeps it for later chunks.
+    # pipeline's memory_levels - 1 (see ShrinksOnOutOfMemory), and keeps it for the job's later
+    # chunks. Whatever a level switches on in models kept loaded is put back when the chunk
+    # ends: the next job starts at level 0.
     memory_level: int
 
     @property
@@ -88,6 +97,21 @@ class Pipeline(Protocol):
         """Compute the chunk and write every frame in chunk.frames through ctx.write_output."""
 
 
+class ExplainsInputs(Protocol):
+    """Optional for a Pipeline: why each required input is needed, so that a start refused
+    for missing inputs names the setting that would do without them."""
+
+    def input_reasons(self, job: JobSpec) -> dict[Pass, str]:
+        """Per required pass (any may be left out), a clause to follow the pass's frames:
+        'which temporal_fusion follows (...): upload them, or set temporal_fusion to false'."""
+
+
+def input_reasons(pipeline: Any, job: JobSpec) -> dict[str, str]:
+    """ExplainsInputs.input_reasons by pass name; {} for a pipeline without it."""
+    explain = getattr(pipeline, "input_reasons", None)
+    return {p.value: why for p, why in explain(job).items()} if explain is not None else {}
+
+
 class ShrinksOnOutOfMemory(Protocol):
     """Optional for a Pipeline: how it copes with running out of GPU memory.
 
@@ -101,3 +125,20 @@ class ShrinksOnOutOfMemory(Protocol):
 
     def out_of_memory_advice(self, job: JobSpec) -> str:
         """What the user can lower, in a sentence: 'lower the resolution (now 512×512), ...'."""
+
+
+class ShrinksPerJob(Protocol):
+    """Optional instead of memory_levels: a pipeline whose jobs differ in their levels (the
+    in-between pipeline: only its diffusion method has smaller ways to run)."""
+
+    def memory_levels_for(self, job: JobSpec) -> int: ...
+
+    def out_of_memory_advice(self, job: JobSpec) -> str: ...
+
+
+class WithScratch(Protocol):
+    """Optional for a RunContext: a private folder for the job's temporary files (never beside
+    its outputs), removed when the job's run ends. Pipelines fall back to a temporary folder of
+    the system's own where a context has none."""
+
+    def scratch_dir(self) -> Path: ...

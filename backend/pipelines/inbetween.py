@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from ..jobs import FrameRanges, InputError, JobSpec, Pass
 from . import inbetween_methods
-from .base import Chunk, RunContext
+from .base import GENERIC_OOM_ADVICE, Chunk, RunContext
 from .inbetween_guided import guide_ranges
 from .inbetween_params import InbetweenParams, parse_params
 
@@ -63,6 +63,16 @@ class InbetweenPipeline:
             return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: guides, Pass.DEPTH: guides}
         return {Pass.KEYFRAME: tuple(job.keyframes)}
 
+    def input_reasons(self, job: JobSpec) -> dict[Pass, str]:
+        """Why each required pass is needed, and the setting that would do without it."""
+        if parse_params(job.params).method != "render":
+            return {}
+        why = (
+            "which method 'render' follows from key to key (the render's motion in Vector, "
+            "occlusion in Depth): upload them, or use method 'flow'"
+        )
+        return {Pass.VECTOR: why, Pass.DEPTH: why}
+
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
         # Vector and depth feed render-assisted in-betweening (method "render").
         every = FrameRanges.of(set(job.frames) | set(job.keyframes))
@@ -98,3 +108,14 @@ class InbetweenPipeline:
     def run_chunk(self, ctx: RunContext, chunk: Chunk) -> None:
         params = parse_params(ctx.job.params)
         inbetween_methods.get(params.method).run_chunk(ctx, chunk, params)
+
+    # base.ShrinksPerJob: a job has its method's memory levels (1 for the methods without).
+
+    def memory_levels_for(self, job: JobSpec) -> int:
+        method = inbetween_methods.get(parse_params(job.params).method)
+        return int(getattr(method, "memory_levels", 1))
+
+    def out_of_memory_advice(self, job: JobSpec) -> str:
+        params = parse_params(job.params)
+        advice = getattr(inbetween_methods.get(params.method), "out_of_memory_advice", None)
+        return advice(job, params) if advice is not None else GENERIC_OOM_ADVICE

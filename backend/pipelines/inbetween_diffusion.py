@@ -11,7 +11,12 @@ frames spread evenly over the gap are generated first, as one clip between the t
 time-lapse of the motion; more levels for very long gaps), then each stretch between
 neighbouring anchors is a clip with those anchors at its ends. So every clip has pictures at
 both ends, no error builds up along a chain, and neighbouring stretches meet on the same anchor
-picture. Anchors are only written when they are requested frames.
+picture. Anchors are only written when they are requested frames. Frames are written as their
+clips are made, and a clip's pictures are kept only while a later clip starts or ends on them:
+a long gap never holds all its frames.
+
+Out of GPU memory, a chunk is retried at the next of stylize's memory levels (VAE slicing, then
+tiling and clips of half the motion window), and the level is put back when the chunk ends.
 
 Keys pass through untouched, frames outside the keys hold the nearest key, and on twos the odd
 frames repeat the frame before, as with the other methods. Each clip's seed is fixed by the
@@ -29,7 +34,9 @@ from __future__ import annotations
 
 import bisect
 import warnings
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +61,7 @@ from .diffusion_common import (
 )
 from .inbetween_keys import read_keyframe, source_frame
 from .inbetween_params import MIN_CLIP, DiffusionParams, InbetweenParams
+from .stylize_plan import MEMORY_PLANS
 
 if TYPE_CHECKING:
     from ..models.cache import LoadedModels
@@ -179,6 +187,10 @@ def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
 
 
 class DiffusionMethod:
+    # base.ShrinksOnOutOfMemory, per job (InbetweenPipeline.memory_levels_for): stylize's
+    # MemoryPlans; SparseCtrl decodes a clip at once, so decode_frames has no say here.
+    memory_levels = len(MEMORY_PLANS)
+
     def check_job(self, job: JobSpec, params: InbetweenParams) -> None:
         if problem := latent_size_error(job.width, job.height):
             raise InputError(
@@ -211,6 +223,8 @@ class DiffusionMethod:
         return pinned
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
+        """Frames are written as their clips are made: a clip's pictures are kept only while a
+        later clip starts or ends on them, so a long gap never holds all its frames."""
         if len(chunk.context) != 2:
             raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
         k0, k1 = chunk.context
@@ -218,21 +232,31 @@ class DiffusionMethod:
         keys = {k: read_key(ctx, k) for k in (k0, k1)}
         channels = max(k.output.shape[2] for k in keys.values())
 
-        todo = [t for t in chunk.frames if ctx.finished_output(t) is None]
-        shown = {t: source_frame(t, k0, params.on_twos) for t in todo if k0 < t < k1}
-        wanted = {s for s in shown.values() if s != k0}
-        pictures: dict[int, np.ndarray] = {k: key.rgb for k, key in keys.items()}
-        if wanted:
-            pictures |= _generate(ctx, params, k0, k1, wanted, pictures)
-
-        for t in todo:
-            ctx.check_cancel()
-            if t <= k0 or t >= k1:
-                ctx.write_output(t, keys[k0 if t <= k0 else k1].output)
-            elif shown[t] == k0:
-                ctx.write_output(t, keys[k0].output)
+        showing: dict[int, list[int]] = {}  # generated picture -> the frames that show it
+        for t in chunk.frames:
+            if ctx.finished_output(t) is not None:
+                continue
+            shown = source_frame(t, k0, params.on_twos) if k0 < t < k1 else t
+            if shown <= k0 or shown >= k1:
+                ctx.write_output(t, keys[k0 if shown <= k0 else k1].output)
             else:
-                ctx.write_output(t, picture_uint8(pictures[shown[t]], channels))
+                showing.setdefault(shown, []).append(t)
+        if not showing:
+            return
+        ends = {k: key.rgb for k, key in keys.items()}
+        # closed at once however the loop ends: the memory level is put back with it
+        with closing(_generate(ctx, params, k0, k1, set(showing), ends)) as made:
+            for frame, picture in made:
+                ctx.check_cancel()
+                for t in showing[frame]:
+                    ctx.write_output(t, picture_uint8(picture, channels))
+
+    def out_of_memory_advice(self, job: JobSpec, params: InbetweenParams) -> str:
+        length = params.diffusion_settings.clip_length
+        return (
+            f"lower the resolution (now {job.width}×{job.height}) or clip_length (now {length}"
+            " frames), or close other programs that use the GPU, and run the job again."
+        )
 
 
 # ---- models -----------------------------------------------------------------------------------
@@ -298,16 +322,17 @@ def _generate(
     k0: int,
     k1: int,
     wanted: set[int],
-    known: dict[int, np.ndarray],
-) -> dict[int, np.ndarray]:
-    """Pictures (float32 HxWx3 0..1) of every wanted frame strictly between k0 and k1."""
+    keys: dict[int, np.ndarray],
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame, picture) of every wanted frame strictly between k0 and k1, each as soon as its
+    clip is made (float32 HxWx3 0..1). `keys` holds the two keys' pictures."""
     p = params.diffusion_settings
     models = ctx.models
     require_models(DiffusionMethod().missing_models(ctx.job, params, models))
     ctx.progress(LOAD_STAGE, 0, 1)
     # torch and diffusers: imported by the first clip that runs, loaded with the models
     from ..models.cache import ModelSet
-    from .stylize_runtime import runtime_for
+    from .stylize_runtime import memory_scope, runtime_for
 
     checkpoint, motion, sparse = resolve_models(p, models)
     runtime = runtime_for(ctx.device)
@@ -322,15 +347,26 @@ def _generate(
         ),
     )
     ctx.check_cancel()
-    length = min(p.clip_length, _window(loaded))
-    clips = plan_clips(range(k0, k1 + 1), length, wanted)
-    pictures = dict(known)
-    for i, clip in enumerate(clips):
-        ends = {0: pictures[clip[0]], len(clip) - 1: pictures[clip[-1]]}
-        hook = progress_hook(ctx, i, len(clips))
-        made = denoise_clip(runtime, loaded, p, ctx.job, clip, ends, hook)
-        pictures |= {f: img for f, img in zip(clip[1:-1], made[1:-1], strict=True)}
-    return {f: pictures[f] for f in wanted}
+    level = getattr(ctx, "memory_level", 0)
+    what = f"job {ctx.job.id}, SparseCtrl in-betweens {k0}-{k1}"
+    with memory_scope(loaded, level, what) as plan:
+        length = max(MIN_CLIP, min(p.clip_length, _window(loaded) // plan.window_divisor))
+        clips = plan_clips(range(k0, k1 + 1), length, wanted)
+        uses = Counter(frame for clip in clips for frame in (clip[0], clip[-1]))
+        pictures = dict(keys)
+        for i, clip in enumerate(clips):
+            ends = {0: pictures[clip[0]], len(clip) - 1: pictures[clip[-1]]}
+            hook = progress_hook(ctx, i, len(clips))
+            made = denoise_clip(runtime, loaded, p, ctx.job, clip, ends, hook)
+            for end in (clip[0], clip[-1]):
+                uses[end] -= 1
+                if uses[end] <= 0 and end not in keys:
+                    pictures.pop(end, None)  # no later clip starts or ends on it
+            for frame, image in zip(clip[1:-1], made[1:-1], strict=True):
+                if uses[frame] > 0:
+                    pictures[frame] = image
+                if frame in wanted:
+                    yield frame, image
 
 
 def _window(loaded: LoadedModels) -> int:

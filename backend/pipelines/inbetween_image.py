@@ -31,7 +31,14 @@ class _ChunkRun:
         self._interp: FlowInterpolator | None = None
         self._guided: GuidedInterpolator | None = None
         self._pair: tuple[np.ndarray, np.ndarray] | None = None
-        self._done: dict[int, np.ndarray] = {}
+        # The last in-between made: on twos the next frame shows it again. Only the last, so a
+        # long interval never holds its frames.
+        self._last: tuple[int, np.ndarray] | None = None
+
+    def close(self) -> None:
+        """Remove what the chunk left on disk (render-assisted tracks)."""
+        if self._guided is not None:
+            self._guided.close()
 
     def key(self, frame: int) -> np.ndarray:
         if frame not in self._keys:
@@ -56,9 +63,9 @@ class _ChunkRun:
         src = source_frame(t, self.k0, self.params.on_twos)
         if src == self.k0:
             return to_uint8(self.key(self.k0))
-        if src not in self._done:
-            self._done[src] = output_uint8(self._between(src))
-        return self._done[src]
+        if self._last is None or self._last[0] != src:
+            self._last = (src, output_uint8(self._between(src)))
+        return self._last[1]
 
     def _between(self, t: int) -> np.ndarray:
         s = (t - self.k0) / (self.k1 - self.k0)
@@ -94,7 +101,10 @@ class _ChunkRun:
         if self._guided is None:
             between = range(self.k0 + 1, self.k1)
             targets = {source_frame(f, self.k0, self.params.on_twos) for f in between}
-            self._guided = GuidedInterpolator(key0, key1, self.k0, self.k1, targets, self._guides)
+            scratch = getattr(self.ctx, "scratch_dir", None)  # a RunContext may lack one
+            self._guided = GuidedInterpolator(
+                key0, key1, self.k0, self.k1, targets, self._guides, scratch() if scratch else None
+            )
         return self._guided.at(t)
 
     def _guides(self, frame: int) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +132,10 @@ class ImageMethod:
             raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
         run = _ChunkRun(ctx, chunk.context[0], chunk.context[1], params)
         total = len(chunk.frames)
-        for done, t in enumerate(chunk.frames, start=1):
-            ctx.check_cancel()
-            ctx.write_output(t, run.frame(t))
-            ctx.progress(STAGE, done, total)
+        try:
+            for done, t in enumerate(chunk.frames, start=1):
+                ctx.check_cancel()
+                ctx.write_output(t, run.frame(t))
+                ctx.progress(STAGE, done, total)
+        finally:
+            run.close()

@@ -44,6 +44,17 @@ if TYPE_CHECKING:
     from .stylize_runtime import Request, Runtime
 
 ACCEPTED_PASSES = (Pass.BEAUTY, Pass.DEPTH, Pass.NORMAL, Pass.LINEART, Pass.VECTOR)
+FUSION_REASON = (
+    "which temporal_fusion follows (the render's motion in Vector, occlusion in Depth): upload"
+    " them, or set temporal_fusion to false"
+)
+
+
+def fuses(params: StylizeParams) -> bool:
+    """Whether the job follows the render's motion (warped noise, latent fusion): then its
+    Vector and Depth passes are required for every frame, so that it never runs unfused
+    without a word (the add-on uploads them; a client that does not is told at start)."""
+    return params.engine == "animatediff" and params.uses_motion and params.temporal_fusion
 
 
 class StylizePipeline:
@@ -106,12 +117,41 @@ class StylizePipeline:
             needed[Pass.BEAUTY] = frames
         for net in params.controlnets:
             needed[net.render_pass] = frames
+        if fuses(params):  # never a silent run without the motion it was asked to follow
+            needed[Pass.VECTOR] = needed[Pass.DEPTH] = frames
         if params.style_reference:
             needed[Pass.REFERENCE] = (REFERENCE_FRAME,)
         return needed
 
+    def input_reasons(self, job: JobSpec) -> dict[Pass, str]:
+        """Why each required pass is needed, and the setting that would do without it."""
+        params = parse_params(job.params)
+        reasons: dict[Pass, str] = {}
+        if params.engine == "wan_vace":
+            control = params.vace_settings.control
+            for p in stylize_wan.required_inputs(job, params):
+                reasons[p] = f"which vace.control {control} reads: upload them, or set it to none"
+        else:
+            if params.uses_beauty:
+                instead = (
+                    "use mode text2video" if params.mode == "video2video" else "set strength to 1"
+                )
+                reasons[Pass.BEAUTY] = (
+                    f"which mode {params.mode} starts from: upload them, or {instead}"
+                )
+            for net in params.controlnets:
+                reasons[net.render_pass] = (
+                    f"which the {net.pass_} ControlNet reads: upload them, or remove that ControlNet"
+                )
+            if fuses(params):
+                for p in (Pass.VECTOR, Pass.DEPTH):
+                    reasons.setdefault(p, FUSION_REASON)
+        if params.style_reference:
+            reasons[Pass.REFERENCE] = "the style image: upload it, or set style_reference to false"
+        return reasons
+
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...]]:
-        # Vector (and depth without a depth ControlNet) feed flow-guided fusion when uploaded.
+        # Every pass may go up, whether the job reads it or not (per_frame ignores Vector).
         params = parse_params(job.params)
         if params.engine == "wan_vace":
             return stylize_wan.accepted_inputs(job, params)
@@ -161,16 +201,18 @@ class StylizePipeline:
         names = resolve_models(params, models)
         ctx.progress(LOAD_STAGE, 0, 1)
         # torch and diffusers: imported by the first chunk that runs, loaded with the models
-        from .stylize_runtime import model_set, runtime_for
+        from .stylize_runtime import memory_scope, model_set, runtime_for
 
         reference = resolve_reference_models(params, models)
         runtime = runtime_for(ctx.device)
         loaded = runtime.load(models, model_set(*names, device=ctx.device, ip_adapter=reference))
         ctx.check_cancel()
-        if params.uses_motion:
-            _run_video(ctx, chunk, params, runtime, loaded)
-        else:
-            _run_per_frame(ctx, chunk, params, runtime, loaded)
+        level = getattr(ctx, "memory_level", 0)
+        with memory_scope(loaded, level, f"job {ctx.job.id}, stylize chunk {chunk.index}"):
+            if params.uses_motion:
+                _run_video(ctx, chunk, params, runtime, loaded)
+            else:
+                _run_per_frame(ctx, chunk, params, runtime, loaded)
 
 
 # ---- models ----------------------------------------------------------------------------------

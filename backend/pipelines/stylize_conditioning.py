@@ -1,8 +1,9 @@
 """ControlNet conditioning images from Blender's passes, prepared per chunk (numpy only).
 
 Depth is normalised with one range for the whole shot (computed from every depth frame of the
-job the first time a chunk needs it, then kept per job), so conditioning never flickers with
-per-frame normalisation and a resumed job gets the very same range.
+job the first time a chunk needs it, reading one frame at a time, then kept per job), so
+conditioning never flickers with per-frame normalisation and a resumed job gets the very same
+range.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 from ..jobs import Pass, PipelineError
 from ..vision.passes import (
     DepthRange,
-    depth_range,
+    depth_range_streamed,
     depth_to_control,
     lineart_to_control,
     normal_to_control,
@@ -41,7 +42,9 @@ class DepthRanges:
             if job.id in self._ranges:
                 self._ranges.move_to_end(job.id)
                 return self._ranges[job.id]
-        found = depth_range(ctx.input(Pass.DEPTH, f) for f in job.frames)
+        # Streamed: the frames are read one at a time, never all held (and, for a long shot,
+        # read twice).
+        found = depth_range_streamed(lambda: (ctx.input(Pass.DEPTH, f) for f in job.frames))
         with self._lock:
             self._ranges[job.id] = found
             while len(self._ranges) > self._kept:

@@ -168,9 +168,10 @@ class StylizeParams(BaseModel):
     )
     temporal_fusion: bool = Field(
         True,
-        description="video modes: follow Blender's Vector pass (upload it, and depth for "
-        "occlusion) with flow-warped initial noise and flow-guided latent fusion; off for "
-        "comparison. Without a Vector pass it changes nothing",
+        description="video modes: follow Blender's Vector pass (and Depth, for occlusion) with "
+        "flow-warped initial noise and flow-guided latent fusion; both passes are then required "
+        "for every frame (a start without them is refused, naming them). Off for comparison, "
+        "or for a shot without motion passes",
     )
     fusion_strength: float = Field(
         0.5,

@@ -9,8 +9,10 @@ Imported only when a stylize chunk runs, so the API never pays for torch/diffuse
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,9 @@ from ..vision.pixels import to_uint8
 from .diffusion_common import StepHook, anchor_seed, dtype_for, generator, step_callback
 from .stylize_fusion import ChunkMotion, FusionSchedule, LatentFusion, warped_noise
 from .stylize_params import MOTION_WINDOW, StylizeParams
-from .stylize_plan import MemoryPlan, memory_plan
+from .stylize_plan import MEMORY_PLANS, MemoryPlan, memory_plan
+
+log = logging.getLogger("framesmith.runtime")
 
 # AnimateDiff's motion modules were trained with a linear beta schedule; the checkpoint's own
 # scheduler config (scaled_linear) is kept for per-frame Stable Diffusion.
@@ -415,6 +419,39 @@ def set_vae_memory(vae: Any, plan: MemoryPlan) -> None:
     """The VAE is shared by every pipeline of a model set: its state is set before each call."""
     (vae.enable_slicing if plan.vae_slicing else vae.disable_slicing)()
     (vae.enable_tiling if plan.vae_tiling else vae.disable_tiling)()
+
+
+def _on_off(value: object) -> str:
+    return "on" if value else "off"
+
+
+@contextmanager
+def memory_scope(loaded: LoadedModels, level: int, what: str) -> Iterator[MemoryPlan]:
+    """One chunk's memory level on the model set's shared VAE, for the chunk only.
+
+    The models stay loaded between jobs (and the VAE is shared by every pipeline built from
+    them), so what a raised level switches on is put back to level 0's settings when the chunk
+    ends, however it ends: a later job, of any pipeline, starts as it asked. The log line
+    names the level and what the chunk found, so a setting left behind would show there.
+    """
+    vae = loaded.pipe.vae
+    found = f"slicing {_on_off(getattr(vae, 'use_slicing', False))}, tiling " + _on_off(
+        getattr(vae, "use_tiling", False)
+    )
+    plan = memory_plan(level)
+    set_vae_memory(vae, plan)
+    log.info(
+        "%s at memory level %d: VAE slicing %s, tiling %s (found with %s)",
+        what,
+        level,
+        _on_off(getattr(vae, "use_slicing", False)),
+        _on_off(getattr(vae, "use_tiling", False)),
+        found,
+    )
+    try:
+        yield plan
+    finally:
+        set_vae_memory(vae, MEMORY_PLANS[0])
 
 
 def denoise_frame(

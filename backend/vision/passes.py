@@ -6,12 +6,13 @@ HxWx3 RGB in 0..1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..jobs import InputError
+from .quantiles import HELD_SAMPLES, streamed_percentiles
 
 BACKGROUND_DEPTH = 1e9  # Blender writes 1e10 where no surface was hit; anything this far is sky
 DEPTH_SAMPLES_PER_FRAME = 1 << 16  # enough for stable percentiles, bounded memory per shot
@@ -47,6 +48,22 @@ def depth_range(depth_frames: Iterable[np.ndarray]) -> DepthRange:
         return DepthRange(0.0, 0.0)
     near, far = np.percentile(values, [NEAR_PERCENTILE, FAR_PERCENTILE])
     return DepthRange(float(near), float(far))
+
+
+def depth_range_streamed(
+    read: Callable[[], Iterable[np.ndarray]], held_samples: int = HELD_SAMPLES
+) -> DepthRange:
+    """depth_range() of the frames `read()` yields, bit for bit, holding one frame at a time
+    and a bounded number of samples: a long shot's frames are read twice (vision.quantiles)."""
+
+    def samples() -> Iterator[np.ndarray]:
+        for frame in read():
+            yield _foreground_sample(_depth_plane(frame))
+
+    found = streamed_percentiles(samples, (NEAR_PERCENTILE, FAR_PERCENTILE), held_samples)
+    if found is None:
+        return DepthRange(0.0, 0.0)
+    return DepthRange(float(found[0]), float(found[1]))
 
 
 def depth_to_control(depth: np.ndarray, rng: DepthRange) -> np.ndarray:

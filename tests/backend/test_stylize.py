@@ -179,10 +179,13 @@ def test_check_job_and_inputs() -> None:
         pipe.check_job(spec({"world_to_camera": [[0, 0, 0]] * 3}))
     v2v = spec({"controlnets": [{"pass": "depth"}]})
     pipe.check_job(v2v)
-    assert pipe.required_inputs(v2v) == {Pass.BEAUTY: (0, 1, 2, 3), Pass.DEPTH: (0, 1, 2, 3)}
-    assert Pass.VECTOR in pipe.accepted_inputs(v2v)
+    every = (0, 1, 2, 3)  # temporal_fusion (on by default) needs the motion of every frame
+    assert pipe.required_inputs(v2v) == {Pass.BEAUTY: every, Pass.DEPTH: every, Pass.VECTOR: every}
+    unfused = spec({"controlnets": [{"pass": "depth"}], "temporal_fusion": False})
+    assert pipe.required_inputs(unfused) == {Pass.BEAUTY: every, Pass.DEPTH: every}
+    assert Pass.VECTOR in pipe.accepted_inputs(unfused)
     t2v = spec({"mode": "text2video", "controlnets": [{"pass": "lineart"}]})
-    assert pipe.required_inputs(t2v) == {Pass.LINEART: (0, 1, 2, 3)}
+    assert pipe.required_inputs(t2v) == {Pass.LINEART: every, Pass.VECTOR: every, Pass.DEPTH: every}
     txt = spec({"mode": "per_frame", "strength": 1.0, "controlnets": [{"pass": "normal"}]})
     assert Pass.BEAUTY not in pipe.required_inputs(txt)
     per_frame = pipe.plan(spec({"mode": "per_frame"}, frames=range(20)))
@@ -332,14 +335,27 @@ def test_a_higher_memory_level_runs_the_chunk_smaller(tiny_models: Path, shot) -
 
     registry = ModelRegistry(tiny_models).scan()
     job = spec({**BASE, "controlnets": NETS[:1]}, frames=range(4))
+
+    def vae_state() -> tuple[bool, bool]:
+        vae = runtime_for("cpu").loaded.pipe.vae  # type: ignore[union-attr]
+        return vae.use_slicing, vae.use_tiling
+
     states = []
     for level in (len(MEMORY_PLANS) - 1, 0):
         ctx = MemoryContext(job, registry, shot, memory_level=level)
+        during: set[tuple[bool, bool]] = set()
+
+        def seen(stage: str, done: int, total: int, during: set = during) -> None:
+            if stage == "denoise":  # the VAE's state while the chunk denoises, at every step
+                during.add(vae_state())
+
+        ctx.progress = seen  # type: ignore[method-assign]
         run_chunks(ctx)
         assert sorted(ctx.outputs) == [0, 1, 2, 3]
-        vae = runtime_for("cpu").loaded.pipe.vae  # type: ignore[union-attr]
-        states.append((vae.use_slicing, vae.use_tiling))
-    assert states == [(True, True), (False, False)]
+        states.append((during, vae_state()))
+    # Frame by frame and in tiles while the chunk runs at the last level, and put back when it
+    # ends: the models stay loaded, and the next job starts at level 0 whatever ran before.
+    assert states == [({(True, True)}, (False, False)), ({(False, False)}, (False, False))]
     assert MEMORY_PLANS[-1].decode_frames < MEMORY_PLANS[0].decode_frames
 
 
@@ -379,7 +395,7 @@ def test_text2video_and_per_frame_modes(backend: Backend, shot) -> None:
     txt2img = {**BASE, "mode": "per_frame", "strength": 1.0, "controlnets": NETS[:1]}
     txt2img["scheduler"] = "lcm"
     cases = (
-        (t2v, range(16), {"depth", "lineart"}),
+        (t2v, range(16), {"depth", "lineart", "vector"}),  # vector, depth: temporal_fusion
         (per_frame, range(4), {"beauty", "depth", "normal", "lineart"}),
         (txt2img, range(2), {"depth"}),
     )

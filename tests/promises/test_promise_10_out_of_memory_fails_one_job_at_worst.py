@@ -20,7 +20,8 @@ from tests.backend.server import wait_for
 
 W, H = 64, 64
 FRAMES = range(5)  # two chunks of at most 4 frames
-PARAMS = {"prompt": "gouache", "steps": 2, "strength": 0.6, "chunk_size": 4, "overlap": 1}
+PARAMS = {"prompt": "gouache", "steps": 2, "strength": 0.6, "chunk_size": 4, "overlap": 1,
+          "temporal_fusion": False}  # fmt: skip
 LEVELS = StylizePipeline.memory_levels
 
 
