@@ -18,10 +18,10 @@ all: test
 setup: $(VENV)/.installed $(BVENV)/.installed blender5
 
 # torch first and pinned: an unpinned torch (or a dependency's range) pulls GBs of CUDA wheels.
-$(VENV)/.installed: requirements/backend.txt requirements/dev.txt
+$(VENV)/.installed: requirements/backend.txt requirements/ray.txt requirements/dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/backend.txt -r requirements/dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/backend.txt -r requirements/ray.txt -r requirements/dev.txt
 	touch $@
 
 $(BVENV)/.installed: requirements/blender.txt

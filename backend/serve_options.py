@@ -16,6 +16,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     _add_folder_arguments(p)
     _add_limit_arguments(p)
     _add_tls_arguments(p)
+    _add_cluster_arguments(p)
+
+
+def _add_cluster_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--ray",
+        default=None,
+        metavar="local:N|HOST:PORT",
+        help="run jobs on a Ray cluster (needs requirements/ray.txt): local:N starts one of N"
+        " workers on this machine, bound to 127.0.0.1; HOST:PORT joins a running cluster (this"
+        " machine must be one of its nodes). This process stays the API, queue and store",
+    )
+    p.add_argument(
+        "--ray-threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="CPU threads each Ray worker may use (default 1)",
+    )
 
 
 def _add_network_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,6 +60,23 @@ def _add_folder_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, default=None, help="models folder (default DATA/models)")
     p.add_argument("--ready-file", type=Path, default=None, help="default DATA/backend.json")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument(
+        "--extra-models",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="another models folder the registry scans too, read-only (a ComfyUI or A1111"
+        " models tree, so its models need no copy); repeatable",
+    )
+    p.add_argument(
+        "--catalogue",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a JSON list of catalogue entries that add to the built-in ones or replace them by"
+        " name (the models GET /v1/catalogue offers and POST /v1/downloads fetches)",
+    )
 
 
 def _add_limit_arguments(p: argparse.ArgumentParser) -> None:

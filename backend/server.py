@@ -21,6 +21,8 @@ import uvicorn
 from . import API_VERSION, __version__, device, logs, pipelines
 from .api.app import create_app
 from .api.services import Services
+from .cluster.options import BadClusterOption, parse_cluster
+from .cluster.runner import ClusterUnavailable, ClusterWorker
 from .connections import (
     HANDSHAKE_BOUNDED_LOOP,
     HEADER_TIMEOUT_S,
@@ -36,6 +38,8 @@ from .data_folder import (
     hold_data_lock,
     make_private,
 )
+from .downloads import open_downloads
+from .models.catalogue import CatalogueError
 from .security import ASGIApp, Gate, GateConfig, is_loopback
 from .serve_options import TOKEN_ENV
 from .store import JobState, Store
@@ -101,8 +105,25 @@ def build_services(args: argparse.Namespace, folders: Folders) -> Services:
         max_queue=args.max_queue,
         device="detecting",
         max_awaiting=max(1, args.max_awaiting),
+        extra_models=extra_model_folders(args.extra_models),
     )
+    try:
+        services.downloads = open_downloads(
+            args.catalogue, folders.models, folders.data, services.scan_models
+        )
+    except CatalogueError as exc:
+        raise CannotStart(f"cannot start: {exc}") from exc
     return services
+
+
+def extra_model_folders(given: list[Path]) -> tuple[Path, ...]:
+    """--extra-models folders, resolved; one missing now is scanned when it appears (a drive
+    not plugged in must not stop the backend)."""
+    folders = tuple(p.expanduser().resolve() for p in given)
+    for folder in folders:
+        if not folder.is_dir():
+            log.warning("extra models folder %s is not there (yet): it is skipped", folder)
+    return folders
 
 
 def transport_problem(args: argparse.Namespace) -> str | None:
@@ -185,7 +206,23 @@ def set_up(args: argparse.Namespace, folders: Folders) -> Listening:
     sock = bind_socket(args.host, args.port)
     gate.port = sock.getsockname()[1]
     gate.refresh_hosts()
+    join_cluster(args, services, folders)
     return Listening(services, gate, sock, tls, lock)
+
+
+def join_cluster(args: argparse.Namespace, services: Services, folders: Folders) -> None:
+    """--ray: jobs run on a Ray cluster, started or joined now; without it, nothing changes."""
+    if args.ray is None:
+        return
+    try:
+        spec = parse_cluster(args.ray, args.ray_threads)
+        cluster = ClusterWorker(
+            services.store, spec, folders.models, args.device, services.extra_models
+        )
+        cluster.connect()
+    except (BadClusterOption, ClusterUnavailable) as exc:
+        raise CannotStart(str(exc)) from exc
+    services.worker = cluster
 
 
 def write_ready_file(path: Path, host: str, at: Listening, folders: Folders) -> ReadyFile:

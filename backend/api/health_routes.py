@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from .. import API_VERSION, __version__, pipelines
+from ..cluster.runner import ClusterWorker
 from ..pipelines.stylize_params import ENGINE_WORKING_SIZE
 from ..store import JobState
 from .services import ServicesDep
@@ -26,7 +27,7 @@ def health(services: ServicesDep) -> dict[str, Any]:
     for kind in pipelines.kinds():
         loaded = pipelines.load(kind)
         kinds[kind] = {"available": loaded.pipeline is not None, "error": loaded.error}
-    return {
+    out = {
         "api": API_VERSION,
         "version": __version__,
         "device": services.device,
@@ -40,6 +41,9 @@ def health(services: ServicesDep) -> dict[str, Any]:
             "max_queued": services.max_queue,
         },
     }
+    if isinstance(services.worker, ClusterWorker):  # serve --ray: its address and workers
+        out["cluster"] = services.worker.health()
+    return out
 
 
 @router.get("/v1/models")

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from ..cluster.runner import ClusterWorker
+from ..downloads import Downloads
 from ..models.registry import ModelRegistry
 from ..store import DEFAULT_MAX_AWAITING, Store
 from ..worker import Worker
@@ -22,11 +24,13 @@ log = logging.getLogger("framesmith.api")
 @dataclass
 class Services:
     store: Store
-    worker: Worker
+    worker: Worker | ClusterWorker  # ClusterWorker under `serve --ray`
     models_dir: Path
     max_queue: int = 64
     device: str = "cpu"
     max_awaiting: int = DEFAULT_MAX_AWAITING  # jobs waiting for inputs; the idlest expire
+    extra_models: tuple[Path, ...] = ()  # more models folders, scanned read-only
+    downloads: Downloads | None = None  # the catalogue's downloads (None: none offered)
     _registry: ModelRegistry | None = None
     _scan_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +56,7 @@ class Services:
         """Scan the models folder now (one scan at a time) and serve the result from then on."""
         with self._scan_lock:
             started = time.monotonic()
-            registry = ModelRegistry(self.models_dir).scan()
+            registry = ModelRegistry(self.models_dir, self.extra_models).scan()
             self._registry = registry
         log.info(
             "models folder %s scanned in %.2f s: %d model(s), %d refused",

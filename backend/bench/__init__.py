@@ -12,6 +12,8 @@ BENCHMARKS = {
     "stylize": "ControlNet video diffusion: service overhead, real-size speed, temporal consistency",
     "inbetween": "keyframe in-betweening: quality on rendered shots and 1080p speed",
     "ui": "the add-on's longest main-thread stall while an interactive take renders",
+    "scale": "jobs per minute on a local Ray cluster of 1 and 2 workers; what bounds the head",
+    "memory": "peak memory and time of one job as the shot grows (in-betweens, stylize)",
 }
 
 
