@@ -281,36 +281,7 @@ class Worker:
         return JobState.DONE, None
 
     def _run_chunk(self, pipeline: Any, ctx: JobContext, chunk: Chunk) -> None:
-        """Run one chunk; out of GPU memory, again at the pipeline's next memory level (kept for
-        the job's later chunks), and past the last level fail the job saying what to lower."""
-        levels = memory_levels(pipeline, ctx.job)
-        while True:
-            try:
-                self._oom_faults.check()
-                pipeline.run_chunk(ctx, chunk)
-                return
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                last = ctx.memory_level + 1 >= levels
-                log.warning(
-                    "job %s, chunk %d: out of GPU memory at memory level %d (%s); %s",
-                    ctx.job.id,
-                    chunk.index,
-                    ctx.memory_level,
-                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
-                    "giving up" if last else f"retrying at memory level {ctx.memory_level + 1}",
-                )
-            free_memory()  # outside the except block: the traceback's tensors are gone
-            if last:
-                advice = getattr(pipeline, "out_of_memory_advice", None)
-                raise PipelineError(
-                    f"The GPU ran out of memory on chunk {chunk.index + 1}"
-                    + (" even with the smallest memory settings" if levels > 1 else "")
-                    + ": "
-                    + (advice(ctx.job) if advice else GENERIC_OOM_ADVICE)
-                )
-            ctx.memory_level += 1
+        run_with_memory_levels(pipeline, ctx, chunk, before_each_try=self._oom_faults.check)
 
     def _fail(self, job_id: str, message: str) -> None:
         self.store.transition(
@@ -378,3 +349,39 @@ class _OomFaults:
         import torch  # heavy, and only this test fault needs it here
 
         raise torch.OutOfMemoryError(f"CUDA out of memory (injected by {OOM_ENV}, a test fault)")
+
+
+def run_with_memory_levels(
+    pipeline: Any, ctx: Any, chunk: Chunk, before_each_try: Callable[[], None] = lambda: None
+) -> None:
+    """Run one chunk; out of GPU memory, again at the pipeline's next memory level (kept in
+    ctx.memory_level), and past the last level fail the job saying what to lower. The worker and
+    the cluster's actors both run chunks through this."""
+    levels = memory_levels(pipeline, ctx.job)
+    while True:
+        try:
+            before_each_try()
+            pipeline.run_chunk(ctx, chunk)
+            return
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            last = ctx.memory_level + 1 >= levels
+            log.warning(
+                "job %s, chunk %d: out of GPU memory at memory level %d (%s); %s",
+                ctx.job.id,
+                chunk.index,
+                ctx.memory_level,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                "giving up" if last else f"retrying at memory level {ctx.memory_level + 1}",
+            )
+        free_memory()  # outside the except block: the traceback's tensors are gone
+        if last:
+            advice = getattr(pipeline, "out_of_memory_advice", None)
+            raise PipelineError(
+                f"The GPU ran out of memory on chunk {chunk.index + 1}"
+                + (" even with the smallest memory settings" if levels > 1 else "")
+                + ": "
+                + (advice(ctx.job) if advice else GENERIC_OOM_ADVICE)
+            )
+        ctx.memory_level += 1

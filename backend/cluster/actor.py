@@ -26,10 +26,10 @@ import numpy as np
 from .. import device as devices
 from .. import pipelines
 from ..jobs import ANY_SIZE_PASSES, InputError, JobSpec, Pass, PipelineError
-from ..pipelines.base import GENERIC_OOM_ADVICE, Canceled, Chunk
+from ..pipelines.base import Canceled
 from ..vision.imageio import decode
 from ..vision.png import encode_png
-from ..worker import MAX_PIXELS, is_out_of_memory, memory_levels
+from ..worker import MAX_PIXELS, run_with_memory_levels
 from . import faults
 from .messages import (
     FrameDone,
@@ -234,34 +234,3 @@ class InputReader:
         if path.resolve() != path or not path.is_relative_to(self._jobs) or not path.is_file():
             raise PipelineError(f"input {relative} is not a file in the head's jobs folder")
         return path.read_bytes()
-
-
-def run_with_memory_levels(pipeline: Any, ctx: RemoteContext, chunk: Chunk) -> None:
-    """Run a chunk; out of GPU memory, again at the pipeline's next memory level, and past the
-    last one fail the job saying what to lower (the single-process worker's rule)."""
-    levels = memory_levels(pipeline, ctx.job)
-    while True:
-        try:
-            pipeline.run_chunk(ctx, chunk)
-            return
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            last = ctx.memory_level + 1 >= levels
-            log.warning(
-                "job %s, chunk %d: out of GPU memory at memory level %d; %s",
-                ctx.job.id,
-                chunk.index,
-                ctx.memory_level,
-                "giving up" if last else f"retrying at memory level {ctx.memory_level + 1}",
-            )
-        devices.free_memory()  # outside the except block: the traceback's tensors are gone
-        if last:
-            advice = getattr(pipeline, "out_of_memory_advice", None)
-            raise PipelineError(
-                f"The GPU ran out of memory on chunk {chunk.index + 1}"
-                + (" even with the smallest memory settings" if levels > 1 else "")
-                + ": "
-                + (advice(ctx.job) if advice else GENERIC_OOM_ADVICE)
-            )
-        ctx.memory_level += 1
