@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 BACKEND_PYTHON = REPO / ".venv" / "bin" / "python"
@@ -56,3 +59,16 @@ def scene_snapshot(scene) -> dict:
         tree = scene.node_tree
         snap["compositor"] = (scene.use_nodes, len(tree.nodes) if tree else 0)
     return snap
+
+
+def tick_until(
+    tick: Callable[[], Any], done: Callable[[], bool], seen: list[str], timeout: float = 120.0
+) -> Any:
+    """Tick (the timer function or the modal handler) until `done()`; the last tick's result."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = tick()
+        if done():
+            return result
+        assert time.monotonic() < deadline, f"the install did not get there: {seen}"
+        time.sleep(0.05)  # the install's child processes, with a deadline

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -22,7 +21,7 @@ import bpy
 import pytest
 
 from tests.blender.invoking import ESC, TIMER, Invoker
-from tests.blender.support import ADDON
+from tests.blender.support import ADDON, tick_until
 from tests.blender.test_ui import Layout
 
 DOCTOR = """\
@@ -92,17 +91,6 @@ def seen(installing: ModuleType, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(installing, "apply", recording)
     return shown
-
-
-def tick_until(tick: Callable[[], Any], done: Callable[[], bool], seen: list[str]) -> Any:
-    """Tick (the timer function or the modal handler) until `done()`; the last tick's result."""
-    deadline = time.monotonic() + 120
-    while True:
-        result = tick()
-        if done():
-            return result
-        assert time.monotonic() < deadline, f"the install did not get there: {seen}"
-        time.sleep(0.05)  # the install's child processes, with a deadline
 
 
 def test_install_shows_progress_cancels_on_esc_and_continues(
