@@ -67,6 +67,45 @@ class FRAMESMITH_PG_job(bpy.types.PropertyGroup):
 
 class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     # --- stylize
+    stylize_engine: EnumProperty(
+        name="Engine",
+        description="The video model that stylizes the shot",
+        items=(
+            (
+                "ANIMATEDIFF",
+                "AnimateDiff",
+                "SD1.5 with a motion module and ControlNets: the light engine, for small GPUs",
+            ),
+            (
+                "WAN_VACE",
+                "Wan2.1-VACE",
+                "A current video model (1.3B: about 8 GB of GPU memory at 480p) following one"
+                " control pass; slower, steadier motion",
+            ),
+        ),
+    )
+    vace_control: EnumProperty(
+        name="Control",
+        description="The pass Wan2.1-VACE's control video is made from, for every frame",
+        items=(
+            ("DEPTH", "Depth", "The depth pass, normalised once per shot"),
+            ("LINEART", "Line Art", "Freestyle line art"),
+            ("LUMINANCE", "Luminance", "The rendered frames' brightness"),
+            ("NONE", "None", "The prompt (and a style reference image) alone"),
+        ),
+    )
+    vace_conditioning_scale: FloatProperty(
+        name="Control Strength",
+        description="How strongly Wan2.1-VACE follows its control (VACE conditioning scale)",
+        default=1.0,
+        min=0.0,
+        max=4.0,
+    )
+    wan_vace: StringProperty(
+        name="Wan2.1-VACE",
+        description="Wan2.1-VACE diffusers folder by name; empty: the first installed",
+    )
+    wan_vace_menu: model_menu("wan_vace", "wan_vaces", "First Installed Wan2.1-VACE")
     prompt: StringProperty(name="Prompt", description="What the stylized frames should look like")
     negative_prompt: StringProperty(name="Negative Prompt", description="What to avoid")
     seed: IntProperty(name="Seed", default=0, min=0)
@@ -98,7 +137,8 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
     working_size: IntProperty(
         name="Working Size",
         description="Short side in pixels the shot is rendered, sent and stylized at; the strip"
-        " is scaled to fill the frame. 0: the engine's own size (512 for SD1.5 / AnimateDiff)",
+        " is scaled to fill the frame. 0: the engine's own size (512 for AnimateDiff, 480 for"
+        " Wan2.1-VACE)",
         default=0,
         min=0,
         soft_min=256,
@@ -216,9 +256,30 @@ class FRAMESMITH_PG_settings(bpy.types.PropertyGroup):
             (
                 "DIFFUSION",
                 "Diffusion",
-                "Generate the in-betweens from the keys (SparseCtrl in AnimateDiff); uses the"
-                " prompt, steps, guidance and seed of Stylize",
+                "Generate the in-betweens from the keys (SparseCtrl in AnimateDiff, or"
+                " Wan2.1-VACE); uses the prompt, steps, guidance and seed of Stylize",
             ),
+        ),
+    )
+    inbetween_engine: EnumProperty(
+        name="Engine",
+        description="The video model that generates the in-betweens",
+        items=(
+            ("SPARSECTRL", "SparseCtrl", "SparseCtrl RGB keys in AnimateDiff: the light engine"),
+            (
+                "WAN_VACE",
+                "Wan2.1-VACE",
+                "Keys held at their frames, everything else generated; may follow a guide pass",
+            ),
+        ),
+    )
+    inbetween_control: EnumProperty(
+        name="Guide",
+        description="What Wan2.1-VACE follows between the keys",
+        items=(
+            ("NONE", "Keys Only", "The keys alone"),
+            ("DEPTH", "Depth", "A cheap depth pass rendered for every frame from key to key"),
+            ("LINEART", "Line Art", "Freestyle line art rendered for every frame from key to key"),
         ),
     )
     on_twos: BoolProperty(name="On Twos", description="Hold every in-between for two frames")

@@ -76,12 +76,11 @@ class UnknownModel(KeyError):
 
 
 def needed_by(kind: ModelKind, installed_kinds: set[ModelKind]) -> list[str]:
-    """The pipelines that need a model of `kind` in some mode and have none."""
+    """The pipelines whose default (fullest) mode needs a model of `kind` and have none. The
+    other modes are lighter or another engine (Wan2.1-VACE): offered, never needed."""
     if kind in installed_kinds:
         return []
-    return sorted(
-        p for p, modes in PIPELINE_MODES.items() if any(kind in k for k in modes.values())
-    )
+    return sorted(p for p, modes in PIPELINE_MODES.items() if kind in next(iter(modes.values())))
 
 
 class Downloads:

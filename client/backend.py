@@ -14,7 +14,7 @@ from typing import Any
 
 from .http import BackendClient, BackendUnreachable, Connection, api_mismatch
 from .launcher import LaunchError, LaunchSpec, ensure_backend, find_running, stop
-from .sizing import DEFAULT_SHORT_SIDE
+from .sizing import DEFAULT_SHORT_SIDE, WAN_SHORT_SIDE
 
 
 class BackendMode(enum.StrEnum):
@@ -111,9 +111,15 @@ def stop_local(config: BackendConfig) -> bool:
     return stop(config.data_dir)
 
 
+STYLIZE_ENGINE = "animatediff"
+WAN_ENGINE = WAN_KIND = "wan_vace"  # the engine and its model kind share the name
+NOT_NAMES = frozenset({"working_size", "wan_working_size", "wan_folder"})
+
+
 @dataclass(frozen=True)
 class ModelChoices:
-    """Installed model names the scene settings can choose from, per kind (from /v1/models)."""
+    """Installed model names the scene settings can choose from, per kind (from /v1/models),
+    the short side each stylize engine works at, and where Wan2.1-VACE models go."""
 
     checkpoints: tuple[str, ...] = ()
     motion_adapters: tuple[str, ...] = ()
@@ -121,17 +127,21 @@ class ModelChoices:
     sparsectrls: tuple[str, ...] = ()
     ip_adapters: tuple[str, ...] = ()
     image_encoders: tuple[str, ...] = ()
-    # short side in pixels the stylize engine works at (the backend says it per engine)
+    wan_vaces: tuple[str, ...] = ()
+    # short side in pixels the stylize engines work at (the backend says it per engine)
     working_size: int = DEFAULT_SHORT_SIDE
+    wan_working_size: int = WAN_SHORT_SIDE
+    wan_folder: str = ""  # the backend's folder for Wan2.1-VACE models; "": not said
 
     @classmethod
     def name_kinds(cls) -> tuple[str, ...]:
-        """The fields that hold model names (every one but the working size)."""
-        return tuple(f.name for f in fields(cls) if f.name != "working_size")
+        """The fields that hold model names."""
+        return tuple(f.name for f in fields(cls) if f.name not in NOT_NAMES)
 
     @classmethod
     def from_listing(cls, models: Any) -> ModelChoices:
-        installed = models.get("installed", {}) if isinstance(models, dict) else {}
+        listing = models if isinstance(models, dict) else {}
+        installed = listing.get("installed", {})
 
         def names(kind: str) -> tuple[str, ...]:
             entries = installed.get(kind, []) if isinstance(installed, dict) else []
@@ -144,22 +154,37 @@ class ModelChoices:
             names("sparsectrl"),
             names("ip_adapter"),
             names("image_encoder"),
-            engine_working_size(models, STYLIZE_ENGINE),
+            names(WAN_KIND),
+            engine_working_size(listing, STYLIZE_ENGINE),
+            engine_working_size(listing, WAN_ENGINE),
+            kind_folder(listing, WAN_KIND),
         )
 
-
-STYLIZE_ENGINE = "animatediff"
+    def working_size_for(self, engine: str) -> int:
+        """The short side the stylize `engine` works at."""
+        return self.wan_working_size if engine == WAN_ENGINE else self.working_size
 
 
 def engine_working_size(listing: Any, engine: str) -> int:
     """The working size the backend gives for `engine` (`engines.<engine>.working_size` in
-    /v1/models), or SD1.5's 512 from a backend that does not say."""
+    /v1/models), or the engine's usual one (SD1.5's 512, Wan's 480) from a backend that does
+    not say."""
     engines = listing.get("engines") if isinstance(listing, dict) else None
     entry = engines.get(engine) if isinstance(engines, dict) else None
     size = entry.get("working_size") if isinstance(entry, dict) else None
     if isinstance(size, int) and not isinstance(size, bool) and 64 <= size <= 4096:
         return size
-    return DEFAULT_SHORT_SIDE
+    return WAN_SHORT_SIDE if engine == WAN_ENGINE else DEFAULT_SHORT_SIDE
+
+
+def kind_folder(listing: Any, kind: str) -> str:
+    """Where the backend looks for models of `kind` (its models folder and the kind's
+    recommended sub-folder), or "" when the listing does not say."""
+    root, layout = listing.get("root"), listing.get("layout")
+    folder = layout.get(kind) if isinstance(layout, dict) else None
+    if not (isinstance(root, str) and root and isinstance(folder, str) and folder):
+        return ""
+    return f"{root.rstrip('/')}/{folder}"
 
 
 def check(connection: Connection) -> list[str]:

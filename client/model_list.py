@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backend import STYLIZE_ENGINE, ModelChoices, engine_working_size
+from .backend import STYLIZE_ENGINE, WAN_ENGINE, ModelChoices, engine_working_size
 
 FILE_NAME = "model_list.json"
 FORMAT = 1  # bump when the file's meaning changes; a file of another format reads as empty
@@ -90,9 +90,11 @@ def read(path: Path) -> Listing:
 
 def write(path: Path, kept: Listing) -> None:
     """Write the listing so that the file is either the old one or the new one, whole."""
-    names = {kind: list(getattr(kept.choices, kind)) for kind in ModelChoices.name_kinds()}
+    choices = kept.choices
+    names = {kind: list(getattr(choices, kind)) for kind in ModelChoices.name_kinds()}
     data = {"format": FORMAT, "checked_at": kept.checked_at, "models": names,
-            "working_size": kept.choices.working_size}  # fmt: skip
+            "working_size": choices.working_size, "wan_working_size": choices.wan_working_size,
+            "wan_folder": choices.wan_folder}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -118,9 +120,12 @@ def _from_json(data: Any) -> Listing:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             return Listing()
         values[kind] = tuple(names)
-    values["working_size"] = engine_working_size(
-        {"engines": {STYLIZE_ENGINE: {"working_size": data.get("working_size")}}}, STYLIZE_ENGINE
-    )
+    sizes = {STYLIZE_ENGINE: data.get("working_size"), WAN_ENGINE: data.get("wan_working_size")}
+    engines = {"engines": {e: {"working_size": size} for e, size in sizes.items()}}
+    values["working_size"] = engine_working_size(engines, STYLIZE_ENGINE)
+    values["wan_working_size"] = engine_working_size(engines, WAN_ENGINE)
+    folder = data.get("wan_folder")
+    values["wan_folder"] = folder if isinstance(folder, str) else ""
     checked_at = data.get("checked_at")
     if isinstance(checked_at, bool) or not isinstance(checked_at, int | float):
         checked_at = None

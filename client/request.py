@@ -5,7 +5,7 @@
 - the backend's own report of a job (GET /v1/jobs/{id}), read by `from_job()`.
 
 The stored form is written and read by one serializer driven by the dataclasses' fields
-(`fields_to_json`, `fields_from_json`), so a new field needs no code there. The knobs both
+(`fields_to_json`, `fields_from_json` in request_fields.py), so a new field needs no code there. The knobs both
 generators share live once: `SamplingOptions` (prompt, seed, steps, ...) and `ModelChoice`
 (checkpoint, motion module), which `StylizeRequest`, `DiffusionOptions` and the builder's
 `Settings` take their fields from. `build_request()` (client/request_builder.py) makes requests
@@ -15,23 +15,17 @@ from the scene's settings.
 from __future__ import annotations
 
 import enum
-import functools
 import itertools
 import json
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, TypeVar
+
+from .request_fields import JsonFields, RequestError, fields_from_json, fields_of, fields_to_json
 
 SCHEMA = 1  # bump when a stored request's meaning changes
 
 E = TypeVar("E", bound=enum.StrEnum)
-T = TypeVar("T")
-
-
-class RequestError(ValueError):
-    """Settings that cannot make a job; the message says what to change."""
 
 
 class JobKind(enum.StrEnum):
@@ -45,7 +39,30 @@ class InbetweenMethod(enum.StrEnum):
     FLOW = "flow"  # optical flow estimated from the keys alone
     CROSSFADE = "crossfade"
     RENDER = "render"  # motion from the Vector and Depth passes of every frame (guide passes)
-    DIFFUSION = "diffusion"  # SparseCtrl keyframes in AnimateDiff (needs models)
+    DIFFUSION = "diffusion"  # generated from the keys (SparseCtrl or Wan2.1-VACE; needs models)
+
+
+class StylizeEngine(enum.StrEnum):
+    """The backend's stylize engines (params.engine)."""
+
+    ANIMATEDIFF = "animatediff"  # SD1.5 + motion module + ControlNets: the light one
+    WAN_VACE = "wan_vace"  # Wan2.1-VACE following a control video made from one pass
+
+
+class DiffusionEngine(enum.StrEnum):
+    """The engines of diffusion in-betweening (params.diffusion.engine)."""
+
+    SPARSECTRL = "sparsectrl"  # SparseCtrl RGB keys in AnimateDiff
+    WAN_VACE = "wan_vace"  # Wan2.1-VACE: keys held through its mask, the rest generated
+
+
+class VaceControl(enum.StrEnum):
+    """What Wan2.1-VACE's control video is made from (stylize's params.vace.control)."""
+
+    DEPTH = "depth"
+    LINEART = "lineart"
+    LUMINANCE = "luminance"  # the beauty pass's grey
+    NONE = "none"  # the prompt (and a style reference) alone
 
 
 class StylizeMode(enum.StrEnum):
@@ -70,83 +87,17 @@ GUIDE_PASSES = ("vector", "depth")
 FUSION_PASSES = ("vector", "depth")
 # A style reference image is the input pass "reference" at this frame (backend/jobs.py).
 REFERENCE_PASS, REFERENCE_FRAME = "reference", 0
-
-
-# --- the serializer ------------------------------------------------------------------------
-
-
-def fields_to_json(record: Any) -> dict[str, Any]:
-    """A dataclass's fields as JSON values: nested records through their own `to_json()`,
-    tuples as lists."""
-    return {f.name: _to_json_value(getattr(record, f.name)) for f in fields(record)}
-
-
-def fields_from_json(cls: type[T], data: Any, label: str) -> T:
-    """A dataclass from the JSON object `fields_to_json()` wrote, each value converted by its
-    field's type; unknown fields are refused, a null reads as the field's default (the backend
-    reports its defaults as null). `label` names the object in the errors."""
-    if not isinstance(data, Mapping):
-        raise RequestError(f"the stored {label} is not a JSON object")
-    field_types = _field_types(cls)
-    unknown = sorted(set(data) - set(field_types))
-    if unknown:
-        raise RequestError(f"the stored {label} has unknown fields: {', '.join(unknown)}")
-    try:
-        values = {k: _from_json_value(field_types[k], v) for k, v in data.items() if v is not None}
-    except RequestError:
-        raise
-    except (TypeError, ValueError) as exc:
-        raise RequestError(f"the stored {label} has a malformed value: {exc}") from None
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise RequestError(f"the stored {label} is incomplete: {exc}") from None
-
-
-def fields_of(cls: type) -> tuple[str, ...]:
-    """The field names of a dataclass, e.g. of one field group (SamplingOptions, ModelChoice)."""
-    return tuple(f.name for f in fields(cls))
-
-
-def _to_json_value(value: Any) -> Any:
-    if hasattr(value, "to_json"):
-        return value.to_json()
-    if isinstance(value, tuple):
-        return [_to_json_value(v) for v in value]
-    return value
-
-
-@functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in fields(cls)}
-
-
-def _from_json_value(hint: Any, value: Any) -> Any:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None; nulls are gone
-        (hint,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
-    if typing.get_origin(hint) is tuple:
-        item = typing.get_args(hint)[0]
-        return tuple(_from_json_value(item, v) for v in value)
-    if isinstance(hint, type) and hasattr(hint, "from_json"):
-        return hint.from_json(value)
-    if hint in (int, float):
-        return hint(value)
-    return value
-
-
-class JsonFields:
-    """A small frozen dataclass stored as the JSON object of its fields."""
-
-    label: ClassVar[str]  # what errors call it: "the stored {label} ..."
-
-    def to_json(self) -> dict[str, Any]:
-        return fields_to_json(self)
-
-    @classmethod
-    def from_json(cls, data: Any) -> Self:
-        """Stored fields (`to_json()`), or the backend's own where null means its default."""
-        return fields_from_json(cls, data, cls.label)
+# The pass each Wan2.1-VACE control reads, for every frame (None: none).
+VACE_CONTROL_PASS: dict[str, str | None] = {
+    VaceControl.DEPTH: "depth",
+    VaceControl.LINEART: "lineart",
+    VaceControl.LUMINANCE: "beauty",
+    VaceControl.NONE: None,
+}
+# Controls of a Wan2.1-VACE in-between: the guide pass of every frame from key to key.
+INBETWEEN_CONTROLS = (VaceControl.DEPTH.value, VaceControl.LINEART.value)
+VACE_MAX_WINDOW = 81  # frames Wan2.1-VACE 1.3B makes together (4k+1)
+VACE_OVERLAP = 5  # frames a stylize window holds on the previous window's
 
 
 # --- the parts of a request ----------------------------------------------------------------
@@ -217,19 +168,68 @@ class ControlNetUnit:
 
 @dataclass(frozen=True, kw_only=True)
 class DiffusionOptions(JsonFields, ModelChoice, SamplingOptions):
-    """The backend's `params.diffusion` of an in-between job with method "diffusion"."""
+    """The backend's `params.diffusion` of an in-between job with method "diffusion", on either
+    engine: SparseCtrl in AnimateDiff (the default) or Wan2.1-VACE."""
 
     label: ClassVar[str] = "diffusion setup"
     steps: int = 25  # the backend's default for diffusion in-betweening
     sparsectrl: str = ""  # "": the backend takes the first installed RGB SparseCtrl model
-    conditioning_scale: float = 1.0
+    conditioning_scale: float = 1.0  # SparseCtrl's scale, or VACE's
     clip_length: int = 16  # frames made together: at most the motion module's window (16)
     hold_keys: bool = True
+    engine: str = DiffusionEngine.SPARSECTRL.value
+    control: str = ""  # wan_vace: "" (keys only), or the guide pass of every frame it follows
+    wan_vace: str = ""  # "": the backend takes the first installed Wan2.1-VACE model
+    window: int = VACE_MAX_WINDOW  # wan_vace: frames made together (4k+1)
+    run_size: tuple[int, int] | None = None  # the backend's word: the size Wan ran at
+
+    # Each engine's own fields: the other engine's are never sent.
+    SPARSECTRL_ONLY: ClassVar[frozenset[str]] = frozenset(
+        {"checkpoint", "motion_adapter", "sparsectrl", "scheduler", "clip_length", "hold_keys"}
+    )
+    WAN_ONLY: ClassVar[frozenset[str]] = frozenset({"engine", "control", "wan_vace", "window"})
 
     def params(self) -> dict[str, Any]:
-        """The backend's fields; model names "" are not sent (the backend chooses)."""
-        models = {*fields_of(ModelChoice), "sparsectrl"}
-        return {k: v for k, v in self.to_json().items() if v or k not in models}
+        """The backend's fields for the engine; names "" are not sent (the backend chooses), nor
+        is the size the backend reported. A SparseCtrl job's are as before engines existed."""
+        skip = {"run_size"} | (
+            self.SPARSECTRL_ONLY if self.engine == DiffusionEngine.WAN_VACE else self.WAN_ONLY
+        )
+        optional = {*fields_of(ModelChoice), "sparsectrl", "wan_vace", "control"}
+        return {
+            k: v for k, v in self.to_json().items() if k not in skip and (v or k not in optional)
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class VaceOptions(JsonFields):
+    """The backend's `params.vace` of a stylize job on engine wan_vace."""
+
+    label: ClassVar[str] = "Wan2.1-VACE settings"
+    control: str = VaceControl.DEPTH.value
+    conditioning_scale: float = 1.0
+    model: str = ""  # "": the backend takes the first installed Wan2.1-VACE model
+    window: int = VACE_MAX_WINDOW  # frames made together (4k+1)
+    overlap: int = VACE_OVERLAP  # frames a window holds on the previous window's
+    run_size: tuple[int, int] | None = None  # the backend's word: the size Wan ran at
+
+    def params(self) -> dict[str, Any]:
+        """The backend's fields; the model only when chosen, the run size never (the backend
+        pins it when the job starts)."""
+        params: dict[str, Any] = {
+            "control": self.control,
+            "conditioning_scale": self.conditioning_scale,
+            "window": self.window,
+            "overlap": self.overlap,
+        }
+        if self.model:
+            params["model"] = self.model
+        return params
+
+    @property
+    def control_pass(self) -> str | None:
+        """The pass the control video is made from, for every frame."""
+        return VACE_CONTROL_PASS.get(self.control)
 
 
 @dataclass(frozen=True)
@@ -308,10 +308,22 @@ class InbetweenRequest(JobRequest):
     def inputs(self) -> dict[str, tuple[int, ...]]:
         """Pass name → frames whose images must be uploaded before the job can start."""
         inputs = {"keyframe": self.keyframes}
-        if self.method == InbetweenMethod.RENDER:
-            guides = guide_frames(self.keyframes, self.frames)
-            inputs.update({name: guides for name in GUIDE_PASSES})
+        guides = self.guide_passes
+        if guides:
+            frames = guide_frames(self.keyframes, self.frames)
+            inputs.update({name: frames for name in guides})
         return inputs
+
+    @property
+    def guide_passes(self) -> tuple[str, ...]:
+        """The passes of every frame from key to key that the job follows: Vector and Depth
+        (method render), or the control of a Wan2.1-VACE diffusion in-between."""
+        if self.method == InbetweenMethod.RENDER:
+            return GUIDE_PASSES
+        d = self.diffusion
+        if self.method == InbetweenMethod.DIFFUSION and d is not None and d.control:
+            return (d.control,) if d.engine == DiffusionEngine.WAN_VACE else ()
+        return ()
 
     def job_body(self) -> dict[str, Any]:
         """The body of POST /v1/jobs."""
@@ -353,8 +365,16 @@ class StylizeRequest(JobRequest, ModelChoice, SamplingOptions):
     lora: str = ""
     lora_weight: float = 1.0
     reference: StyleReference | None = None
+    engine: str = StylizeEngine.ANIMATEDIFF.value
+    vace: VaceOptions | None = None  # engine wan_vace; None: the backend's defaults
+
+    @property
+    def uses_wan(self) -> bool:
+        return self.engine == StylizeEngine.WAN_VACE
 
     def params(self) -> dict[str, Any]:
+        if self.uses_wan:
+            return self._wan_params()
         params: dict[str, Any] = {
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -379,6 +399,22 @@ class StylizeRequest(JobRequest, ModelChoice, SamplingOptions):
             params.update(self.reference.params())
         return params
 
+    def _wan_params(self) -> dict[str, Any]:
+        """Engine wan_vace: its settings and the sampling it shares; the reference image is
+        Wan's own reference_images (no IP-Adapter, no scale)."""
+        params: dict[str, Any] = {
+            "engine": self.engine,
+            "vace": (self.vace or VaceOptions()).params(),
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+        }
+        if self.reference is not None:
+            params["style_reference"] = True
+        return params
+
     @staticmethod
     def fields_from_params(params: Mapping[str, Any]) -> dict[str, Any]:
         values = dict(params)
@@ -393,23 +429,35 @@ class StylizeRequest(JobRequest, ModelChoice, SamplingOptions):
 
     @property
     def uses_beauty(self) -> bool:
-        """Starts from the rendered frames (the backend's rule: per_frame at strength 1 does not)."""
+        """Starts from the rendered frames (the backend's rule: per_frame at strength 1 does not;
+        Wan reads them only for a luminance control)."""
+        if self.uses_wan:
+            return self.control_passes == ("beauty",)
         return self.mode == StylizeMode.VIDEO2VIDEO or (
             self.mode == StylizeMode.PER_FRAME and self.strength < 1.0
         )
 
     @property
     def uses_fusion(self) -> bool:
-        """Follows the render's motion: fusion on, in a mode that makes frames together."""
-        return self.temporal_fusion and self.mode != StylizeMode.PER_FRAME
+        """Follows the render's motion: fusion on, in a mode that makes frames together (engine
+        animatediff)."""
+        return not self.uses_wan and self.temporal_fusion and self.mode != StylizeMode.PER_FRAME
+
+    @property
+    def control_passes(self) -> tuple[str, ...]:
+        """The passes that steer the frames: the ControlNets', or Wan's control video's."""
+        if self.uses_wan:
+            source = (self.vace or VaceOptions()).control_pass
+            return (source,) if source else ()
+        return tuple(unit.pass_name for unit in self.controlnets)
 
     def inputs(self) -> dict[str, tuple[int, ...]]:
         passes: dict[str, tuple[int, ...]] = {}
         if self.uses_beauty:
             passes["beauty"] = self.frames
-        for unit in self.controlnets:
-            passes[unit.pass_name] = self.frames
-        if self.uses_fusion:  # accepted, not required, by the backend: without them no fusion
+        for name in self.control_passes:
+            passes[name] = self.frames
+        if self.uses_fusion:  # required by the backend: it never runs fusion without them
             passes.update({name: self.frames for name in FUSION_PASSES})
         if self.reference is not None:  # one image for the whole job, uploaded once
             passes[REFERENCE_PASS] = (REFERENCE_FRAME,)

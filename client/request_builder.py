@@ -7,7 +7,9 @@ import re
 from dataclasses import asdict, dataclass
 
 from .request import (
+    INBETWEEN_CONTROLS,
     ControlNetUnit,
+    DiffusionEngine,
     DiffusionOptions,
     InbetweenMethod,
     InbetweenRequest,
@@ -18,8 +20,11 @@ from .request import (
     SamplingOptions,
     Scheduler,
     StyleReference,
+    StylizeEngine,
     StylizeMode,
     StylizeRequest,
+    VaceControl,
+    VaceOptions,
     camera_matrix,
     checked_frames,
     enum_value,
@@ -34,6 +39,10 @@ MIN_FLOW_SIZE = 12
 DIFFUSION_SIZE_MULTIPLE = 8
 MAX_IP_ADAPTER_SCALE = 2.0
 MAX_KEY_STRENGTH = 4.0
+MAX_VACE_SCALE = 4.0
+# Wan2.1-VACE runs at its own size and returns frames at the shot's: any size from this up.
+MIN_WAN_SIZE = 16
+NO_CONTROL = "none"  # the in-between control menu's "keys only"
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,14 @@ class Settings(ModelChoice, SamplingOptions):
     ip_adapter_scale: float = 0.6
     ip_adapter: str = ""  # "": the backend takes the first installed one
     image_encoder: str = ""
+    # the video model: stylize on AnimateDiff or Wan2.1-VACE, diffusion in-betweens on SparseCtrl
+    # or Wan2.1-VACE; Wan follows one control pass, as strongly as vace_conditioning_scale
+    stylize_engine: str = StylizeEngine.ANIMATEDIFF.value
+    vace_control: str = VaceControl.DEPTH.value
+    vace_conditioning_scale: float = 1.0
+    wan_vace: str = ""  # "": the backend takes the first installed Wan2.1-VACE model
+    inbetween_engine: str = DiffusionEngine.SPARSECTRL.value
+    inbetween_control: str = NO_CONTROL  # wan_vace in-betweens: none, depth or lineart
 
 
 @dataclass(frozen=True)
@@ -141,6 +158,9 @@ def _inbetween(
 
 
 def _diffusion(settings: Settings, width: int, height: int) -> DiffusionOptions:
+    engine = enum_value(DiffusionEngine, settings.inbetween_engine, "in-between engine")
+    if engine is DiffusionEngine.WAN_VACE:
+        return _wan_diffusion(settings, width, height)
     step = DIFFUSION_SIZE_MULTIPLE
     if width % step or height % step:
         raise RequestError(
@@ -159,6 +179,47 @@ def _diffusion(settings: Settings, width: int, height: int) -> DiffusionOptions:
         sparsectrl=settings.sparsectrl.strip(),
         conditioning_scale=_ui(settings.key_strength),
     )
+
+
+def _wan_diffusion(settings: Settings, width: int, height: int) -> DiffusionOptions:
+    """A Wan2.1-VACE in-between: the shared sampling (Wan has its own scheduler), its model,
+    and the guide pass it follows between the keys, if any."""
+    _wan_size("Wan2.1-VACE in-betweening", width, height)
+    control = settings.inbetween_control.strip().lower()
+    if control not in (NO_CONTROL, *INBETWEEN_CONTROLS):
+        raise RequestError(
+            f"unknown in-between control {control!r}; use one of"
+            f" {', '.join((NO_CONTROL, *INBETWEEN_CONTROLS))}"
+        )
+    sampling = _sampling(settings, needs_prompt=False)
+    return DiffusionOptions(
+        prompt=sampling.prompt,
+        negative_prompt=sampling.negative_prompt,
+        seed=sampling.seed,
+        steps=sampling.steps,
+        guidance=sampling.guidance,
+        conditioning_scale=_vace_scale(settings),
+        engine=DiffusionEngine.WAN_VACE.value,
+        control="" if control == NO_CONTROL else control,
+        wan_vace=settings.wan_vace.strip(),
+    )
+
+
+def _wan_size(what: str, width: int, height: int) -> None:
+    if min(width, height) < MIN_WAN_SIZE:
+        raise RequestError(
+            f"{what} needs frames of at least {MIN_WAN_SIZE}×{MIN_WAN_SIZE} pixels"
+            f" (got {width}×{height}); raise the resolution"
+        )
+
+
+def _vace_scale(settings: Settings) -> float:
+    if not 0.0 <= settings.vace_conditioning_scale <= MAX_VACE_SCALE:
+        raise RequestError(
+            f"the control strength must be between 0 and {MAX_VACE_SCALE:g}"
+            f" (got {settings.vace_conditioning_scale})"
+        )
+    return _ui(settings.vace_conditioning_scale)
 
 
 # --- what both generators share ----------------------------------------------------------------
@@ -194,6 +255,9 @@ def _models(settings: Settings) -> ModelChoice:
 def _stylize(
     settings: Settings, shot: Shot, width: int, height: int, frames: tuple[int, ...]
 ) -> StylizeRequest:
+    engine = enum_value(StylizeEngine, settings.stylize_engine, "stylize engine")
+    if engine is StylizeEngine.WAN_VACE:
+        return _wan_stylize(settings, width, height, frames)
     mode = enum_value(StylizeMode, settings.stylize_mode, "stylize mode")
     sampling = _sampling(settings, needs_prompt=True)
     if not 0.0 < settings.strength <= 1.0:
@@ -233,6 +297,37 @@ def _stylize(
             " follows the shot only through ControlNets: enable at least one pass"
         )
     return request
+
+
+def _wan_stylize(
+    settings: Settings, width: int, height: int, frames: tuple[int, ...]
+) -> StylizeRequest:
+    """Engine wan_vace: the sampling it shares, its control and model, and the style reference
+    as Wan's own reference image. AnimateDiff's settings stay at their defaults, so the request
+    is the same whatever they are (and a job re-imported by id gives it back)."""
+    _wan_size("Wan2.1-VACE", width, height)
+    control = enum_value(VaceControl, settings.vace_control, "Wan2.1-VACE control")
+    sampling = _sampling(settings, needs_prompt=True)
+    reference = _style_reference(settings)
+    if reference is not None:  # Wan reads the image itself: no IP-Adapter, no strength
+        reference = StyleReference(name=reference.name, sha256=reference.sha256)
+    return StylizeRequest(
+        width=width,
+        height=height,
+        frames=frames,
+        prompt=sampling.prompt,
+        negative_prompt=sampling.negative_prompt,
+        seed=sampling.seed,
+        steps=sampling.steps,
+        guidance=sampling.guidance,
+        reference=reference,
+        engine=StylizeEngine.WAN_VACE.value,
+        vace=VaceOptions(
+            control=control.value,
+            conditioning_scale=_vace_scale(settings),
+            model=settings.wan_vace.strip(),
+        ),
+    )
 
 
 def _controlnet_units(rows: tuple[ControlNetSetting, ...]) -> tuple[ControlNetUnit, ...]:

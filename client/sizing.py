@@ -9,6 +9,7 @@ result strips are scaled to fill the frame.
 from __future__ import annotations
 
 DEFAULT_SHORT_SIDE = 512  # SD1.5 / AnimateDiff, when the backend does not say
+WAN_SHORT_SIDE = 480  # Wan2.1-VACE 1.3B (trained at 832×480), when the backend does not say
 MULTIPLE = 8  # the VAE's downscale factor: both sides must divide by it
 
 

@@ -17,7 +17,7 @@ from ..client.frames import (
     resolve_range,
     strip_keys,
 )
-from ..client.request import GUIDE_PASSES, InbetweenMethod, InbetweenRequest
+from ..client.request import InbetweenMethod, InbetweenRequest
 from ..client.request_builder import Shot, build_request
 from ..properties import to_settings
 from . import common, modal, render
@@ -87,22 +87,28 @@ class FRAMESMITH_OT_inbetween(modal.JobOperator, bpy.types.Operator):
 def planned_renders(
     scene: bpy.types.Scene, request: InbetweenRequest, rendered_keys: bool
 ) -> tuple[render.RenderBatch, ...]:
-    """Beauty stills at the keys (unless the keys are given images), then, for render-assisted
-    in-betweening, the cheap guide passes of every frame the backend chains the motion through."""
+    """Beauty stills at the keys (unless the keys are given images), then the cheap guide passes
+    of every frame between the keys that the job follows: Vector and Depth for render-assisted
+    in-betweening, a Wan2.1-VACE in-between's control pass."""
     batches = []
     if rendered_keys:
         look = scene.framesmith.render_source
         batches.append(render.RenderBatch(request.keyframes, "keys", look=look))
-    if request.method == InbetweenMethod.RENDER:
+    passes = request.guide_passes
+    if passes:
         size = render.output_size(scene)
+        what = (
+            "render-assisted in-betweening"
+            if request.method == InbetweenMethod.RENDER
+            else "a guided Wan2.1-VACE in-between"
+        )
         if size != (request.width, request.height):
             raise common.UserError(
-                f"render-assisted in-betweening needs keys at the render size {size[0]}×{size[1]}"
-                f" (the guide passes are rendered at it); the keys are"
-                f" {request.width}×{request.height}"
+                f"{what} needs keys at the render size {size[0]}×{size[1]} (the guide passes are"
+                f" rendered at it); the keys are {request.width}×{request.height}"
             )
-        guides = request.inputs()[GUIDE_PASSES[0]]
-        batches.append(render.RenderBatch(guides, "guides", GUIDE_PASSES, guide=True))
+        guides = request.inputs()[passes[0]]
+        batches.append(render.RenderBatch(guides, "guides", passes, guide=True))
     if batches and scene.camera is None:
         raise common.UserError("the scene has no camera to render the keys and passes from")
     return tuple(batches)

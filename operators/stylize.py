@@ -82,8 +82,11 @@ class FRAMESMITH_OT_stylize(modal.JobOperator, bpy.types.Operator):
 
 def stylize_size(scene: bpy.types.Scene) -> tuple[int, int]:
     """The size the shot is rendered, sent and stylized at: the render's aspect with the short
-    side at the engine's working size (the backend's, as last listed, or the user's)."""
-    short_side = scene.framesmith.working_size or state.model_choices().working_size
+    side at the engine's working size (the backend's for the chosen engine, as last listed, or
+    the user's)."""
+    props = scene.framesmith
+    engine = props.stylize_engine.lower()
+    short_side = props.working_size or state.model_choices().working_size_for(engine)
     try:
         return working_size(render.output_size(scene), short_side)
     except SizeError as exc:

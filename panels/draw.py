@@ -30,11 +30,25 @@ def frame_range(layout: bpy.types.UILayout, props) -> None:
 
 
 def stylize(layout: bpy.types.UILayout, props) -> None:
+    layout.prop(props, "stylize_engine")
     layout.prop(props, "prompt", text="")
     layout.prop(props, "negative_prompt", text="", icon="REMOVE")
     row = layout.row(align=True)
     row.prop(props, "render_source", expand=True)
     layout.prop(props, "working_size")
+    if props.stylize_engine == "WAN_VACE":
+        wan_stylize(layout, props)
+    else:
+        animatediff_stylize(layout, props)
+    frame_range(layout, props)
+    if hasattr(bpy.types, "FRAMESMITH_OT_stylize"):
+        layout.operator("framesmith.stylize", icon="BRUSH_DATA")
+    else:
+        layout.label(text="Stylize is not available in this version yet", icon="INFO")
+
+
+def animatediff_stylize(layout: bpy.types.UILayout, props) -> None:
+    """Engine AnimateDiff: mode, sampling, temporal fusion, ControlNets, reference, models."""
     col = layout.column(align=True)
     col.prop(props, "stylize_mode")
     col.prop(props, "strength")
@@ -63,24 +77,59 @@ def stylize(layout: bpy.types.UILayout, props) -> None:
         sub.prop(unit, "weight", text="")
     style_reference(layout, props)
     models(layout, props)
-    frame_range(layout, props)
-    if hasattr(bpy.types, "FRAMESMITH_OT_stylize"):
-        layout.operator("framesmith.stylize", icon="BRUSH_DATA")
-    else:
-        layout.label(text="Stylize is not available in this version yet", icon="INFO")
 
 
-def style_reference(layout: bpy.types.UILayout, props) -> None:
-    """The style reference image (uploaded once per take) and its IP-Adapter settings."""
+def wan_stylize(layout: bpy.types.UILayout, props) -> None:
+    """Engine Wan2.1-VACE: its control pass and strength, sampling, reference image, model."""
+    col = layout.column(align=True)
+    col.prop(props, "vace_control")
+    col.prop(props, "vace_conditioning_scale")
+    col.prop(props, "steps")
+    col.prop(props, "guidance")
+    col.prop(props, "seed")
+    style_reference(layout, props, ip_adapter=False)
+    wan_model(layout, props)
+
+
+def style_reference(layout: bpy.types.UILayout, props, ip_adapter: bool = True) -> None:
+    """The style reference image (uploaded once per take) and, for AnimateDiff, its IP-Adapter
+    settings (Wan2.1-VACE reads the image itself)."""
     box = layout.box()
     box.prop(props, "use_reference")
     col = box.column(align=True)
     col.active = props.use_reference
     col.template_ID(props, "reference_image", new="image.new", open="image.open")
+    if not ip_adapter:
+        return
     col.prop(props, "ip_adapter_scale")
     if props.use_reference:
         col.prop(props, "ip_adapter_menu", text="")
         col.prop(props, "image_encoder_menu", text="")
+
+
+def wan_model(layout: bpy.types.UILayout, props) -> None:
+    """The Wan2.1-VACE menu, and where to put one when the backend listed none."""
+    box = layout.box()
+    box.label(text="Model")
+    box.prop(props, "wan_vace_menu", text="")
+    for i, line in enumerate(wan_hint(state.listing())):
+        box.label(text=line, icon="INFO" if i == 0 else "BLANK1")
+
+
+def wan_hint(listing) -> list[str]:
+    """Lines under the Wan2.1-VACE menu: none when the backend listed a model."""
+    choices = listing.choices
+    if choices.wan_vaces:
+        return []
+    if listing.checked_at is None:
+        return ["Check the backend to list its models"]
+    return [
+        "No Wan2.1-VACE model installed: put a",
+        "Wan2.1-VACE diffusers folder (such as",
+        "Wan2.1-VACE-1.3B-diffusers) in",
+        choices.wan_folder or "the models folder's wan/",
+        "or Download it in the Backend panel",
+    ]
 
 
 def models(layout: bpy.types.UILayout, props) -> None:
@@ -108,12 +157,16 @@ METHOD_HINTS = {
 }
 
 
+WAN_HINT = ("Needs a Wan2.1-VACE model", "MOD_PARTICLES")
+
+
 def inbetween(layout: bpy.types.UILayout, props) -> None:
     layout.prop(props, "inbetween_source")
     if props.inbetween_source != "SELECTED_STRIPS":  # rendered keys
         layout.row(align=True).prop(props, "render_source", expand=True)
     layout.prop(props, "inbetween_method")
-    text, icon = METHOD_HINTS.get(props.inbetween_method, ("", "NONE"))
+    wan = props.inbetween_method == "DIFFUSION" and props.inbetween_engine == "WAN_VACE"
+    text, icon = WAN_HINT if wan else METHOD_HINTS.get(props.inbetween_method, ("", "NONE"))
     if text:
         layout.label(text=text, icon=icon)
     row = layout.row()
@@ -127,7 +180,9 @@ def inbetween(layout: bpy.types.UILayout, props) -> None:
 
 
 def diffusion(layout: bpy.types.UILayout, props) -> None:
-    """Diffusion in-betweening: the generator settings it shares with Stylize, its models."""
+    """Diffusion in-betweening: its engine, the generator settings it shares with Stylize, and
+    the engine's own settings and models."""
+    layout.prop(props, "inbetween_engine")
     layout.label(text="Prompt, sampling and models as in Stylize")
     layout.prop(props, "prompt", text="")
     layout.prop(props, "negative_prompt", text="", icon="REMOVE")
@@ -135,6 +190,11 @@ def diffusion(layout: bpy.types.UILayout, props) -> None:
     col.prop(props, "steps")
     col.prop(props, "guidance")
     col.prop(props, "seed")
+    if props.inbetween_engine == "WAN_VACE":
+        col.prop(props, "inbetween_control")
+        col.prop(props, "vace_conditioning_scale")
+        wan_model(layout, props)
+        return
     col.prop(props, "scheduler")
     col.prop(props, "key_strength")
     box = layout.box()

@@ -10,6 +10,11 @@ Parts (`--part`, default all):
   consistency  warping error of a stylized synthetic shot with exact motion: fusion on, off,
                and the per-frame baseline
 
+`--engine wan_vace` times engine wan_vace (the real-size Wan2.1-VACE 1.3B, random weights:
+480p windows of 33 and 81 frames in bf16 on a GPU, reduced on a CPU) beside AnimateDiff's speed
+part in the same run, and prints both engines side by side: seconds per step, frames per
+second, peak memory, TFLOP/s and the share of the device's peak.
+
 Figures are printed (tables, and one `RESULT <part> key=value ...` line each), never asserted.
 """
 
@@ -20,7 +25,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .stylize_report import heading, note
 
@@ -65,6 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workdir", type=Path, default=None, help="where models and jobs go (default: a temp dir)"
     )
+    parser.add_argument(
+        "--engine",
+        choices=("animatediff", "wan_vace"),
+        default="animatediff",
+        help="wan_vace: time Wan2.1-VACE beside AnimateDiff in the speed part (the default part "
+        "then)",
+    )
     speed = parser.add_argument_group("speed part")
     speed.add_argument("--size", type=int, default=None, help="width = height (multiple of 8)")
     speed.add_argument("--frames", type=int, default=None)
@@ -81,6 +93,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--vae-slicing", action="store_true", help="decode one frame at a time")
     speed.add_argument("--compile", action="store_true", help="torch.compile the motion UNet")
     speed.add_argument("--fusion", action="store_true", help="also time ours with latent fusion")
+    speed.add_argument("--wan-size", default=None, help="engine wan_vace: WIDTHxHEIGHT")
+    speed.add_argument(
+        "--wan-frames",
+        type=int,
+        action="append",
+        help="engine wan_vace: a window length to time, 4k+1 (repeatable)",
+    )
     speed.add_argument(
         "--peak-tflops",
         type=float,
@@ -90,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    chosen = args.part or ["all"]
+    chosen = args.part or (["speed"] if args.engine == "wan_vace" else ["all"])
     parts = PARTS if "all" in chosen else tuple(p for p in PARTS if p in chosen)
     started = time.perf_counter()
     _print_environment(args)
@@ -108,9 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
                     stylize_overhead.run(_overhead_config(args), workdir / "overhead", service)
                 elif part == "speed":
-                    from . import stylize_speed
-
-                    stylize_speed.run(stylize_speed.config_from(args))
+                    _speed(args)
                 elif part == "consistency" and service is not None:
                     from . import stylize_consistency
 
@@ -123,6 +140,62 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _speed(args: argparse.Namespace) -> None:
+    """AnimateDiff's speed part; with --engine wan_vace, Wan2.1-VACE's too, then both side by
+    side."""
+    from . import stylize_speed
+
+    if args.engine != "wan_vace":
+        stylize_speed.run(stylize_speed.config_from(args))
+        return
+    import gc
+
+    from . import stylize_wan_speed
+
+    ad_cfg = stylize_speed.config_from(args)
+    memory = stylize_wan_speed.PeakMemory(ad_cfg.device)
+    memory.reset()
+    animatediff = stylize_speed.run(ad_cfg)
+    animatediff_mb = memory.read_mb()
+    gc.collect()  # AnimateDiff's models go before Wan's come
+    wan = stylize_wan_speed.run(stylize_wan_speed.config_from(args))
+    compare_engines(ad_cfg, animatediff, animatediff_mb, wan)
+
+
+def compare_engines(
+    ad_cfg: Any, animatediff: dict[str, Any], animatediff_mb: float | None, wan: list[dict]
+) -> None:
+    """Both engines side by side (AnimateDiff's peak memory covers its whole part: both
+    pipelines, the weights included)."""
+    from .stylize_report import Table, number, print_result
+
+    heading("2c. engines side by side")
+    table = Table(["engine", "size", "frames", "s/step", "frames/s", "peak MiB", "TFLOP/s",
+                   "% of peak"])  # fmt: skip
+
+    def pct(tflops: float, peak: float | None) -> str:
+        return number(100.0 * tflops / peak if peak else None, 1)
+
+    peak = animatediff.get("peak_tflops")
+    table.add("animatediff", f"{ad_cfg.size}x{ad_cfg.size}", str(ad_cfg.frames),
+              number(animatediff["ours_step_s"], 3), number(animatediff["ours_fps"], 3),
+              number(animatediff_mb, 0), number(animatediff["ours_tflops"], 3),
+              pct(animatediff["ours_tflops"], peak))  # fmt: skip
+    for row in wan:
+        table.add("wan_vace", f"{row['width']}x{row['height']}", str(row["frames"]),
+                  number(row["step_s"], 3), number(row["fps"], 3), number(row["peak_mb"], 0),
+                  number(row["tflops"], 3), pct(row["tflops"], row["peak_tflops"]))  # fmt: skip
+    print()
+    table.print()
+    note("AnimateDiff: ControlNet + motion UNet, fp16 on a GPU; Wan2.1-VACE: bf16 transformer,"
+         " float32 VAE; both with classifier-free guidance")  # fmt: skip
+    print_result("engines", {"animatediff_step_s": animatediff["ours_step_s"],
+                             "animatediff_fps": animatediff["ours_fps"],
+                             "animatediff_peak_mb": animatediff_mb,
+                             **{f"wan_{r['frames']}_step_s": r["step_s"] for r in wan},
+                             **{f"wan_{r['frames']}_fps": r["fps"] for r in wan}})  # fmt: skip
+
+
 def _print_environment(args: argparse.Namespace) -> None:
     import diffusers
     import torch
@@ -132,7 +205,9 @@ def _print_environment(args: argparse.Namespace) -> None:
     note(f"python {platform.python_version()}, torch {torch.__version__}, diffusers "
          f"{diffusers.__version__}")  # fmt: skip
     note(f"CPU: {platform.processor() or platform.machine()}, {_cores()} core(s); CUDA: {cuda}")
-    note(f"parts: {', '.join(args.part or ['all'])}{' (quick sizes)' if args.quick else ''}")
+    parts = args.part or (["speed"] if args.engine == "wan_vace" else ["all"])
+    engines = "AnimateDiff and Wan2.1-VACE" if args.engine == "wan_vace" else "AnimateDiff"
+    note(f"parts: {', '.join(parts)}{' (quick sizes)' if args.quick else ''}; engines: {engines}")
 
 
 def _tiny_models(args: argparse.Namespace, workdir: Path) -> Path:

@@ -103,6 +103,7 @@ PIPELINE_MODES: Mapping[str, Mapping[str, tuple[ModelKind, ...]]] = {
     },
     "inbetween": {
         "diffusion": (ModelKind.CHECKPOINT, ModelKind.MOTION_ADAPTER, ModelKind.SPARSECTRL),
+        "wan_vace": (ModelKind.WAN_VACE,),
         "flow": (),
     },
 }
@@ -380,6 +381,10 @@ def _files(*specs: tuple[str, int | None]) -> tuple[CatalogueFile, ...]:
     return tuple(CatalogueFile(path=path, size=size) for path, size in specs)
 
 
+def _patterns(*patterns: str) -> tuple[CatalogueFile, ...]:
+    return tuple(CatalogueFile(pattern=pattern) for pattern in patterns)
+
+
 # The built-in entries: the models the pipelines use. Sizes are the model cards' (rounded as the
 # hub shows them: display only, the hub's exact size is checked); no sha256 is given, so every
 # file is checked against the hub's LFS ETag (the sha256 the hub stores for it).
@@ -473,5 +478,19 @@ BUILTIN_CATALOGUE: tuple[CatalogueEntry, ...] = (
         licence=_APACHE,
         vram_gb=1.5,
         notes="Style reference images; the image encoder is most of the download",
+    ),
+    CatalogueEntry(
+        name="wan2.1-vace-1.3b",
+        title="Wan2.1-VACE 1.3B (diffusers)",
+        kind=ModelKind.WAN_VACE,
+        repo="Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+        # The parts as the hub lists them (sharded weights): safetensors, JSON and text only, so
+        # the tokenizer comes as tokenizer.json without the SentencePiece spiece.model.
+        files=_files(("model_index.json", None), ("scheduler/scheduler_config.json", None))
+        + _patterns("transformer/*", "vae/*", "text_encoder/*", "tokenizer/*"),
+        licence=_APACHE,
+        vram_gb=8.0,
+        notes="Engine Wan2.1-VACE (stylize and diffusion in-betweens) at 480p; the umT5 text "
+        "encoder (about 11.4 GB) is most of the download and runs on the CPU once per prompt",
     ),
 )

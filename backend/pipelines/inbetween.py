@@ -61,10 +61,20 @@ class InbetweenPipeline:
         if parse_params(job.params).method == "render":
             guides = guide_ranges(job.keyframes, job.frames)  # spans: never key-to-key tuples
             return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: guides, Pass.DEPTH: guides}
-        return {Pass.KEYFRAME: tuple(job.keyframes)}
+        keys = {Pass.KEYFRAME: tuple(job.keyframes)}
+        guide = parse_params(job.params).diffusion_settings.guide_pass  # a Wan2.1-VACE control
+        if guide is not None:
+            return keys | {guide: guide_ranges(job.keyframes, job.frames)}
+        return keys
 
     def input_reasons(self, job: JobSpec) -> dict[Pass, str]:
         """Why each required pass is needed, and the setting that would do without it."""
+        diffusion = parse_params(job.params).diffusion_settings
+        if diffusion.guide_pass is not None:
+            return {
+                diffusion.guide_pass: f"which diffusion.control {diffusion.control} follows from "
+                "key to key: upload them, or set diffusion.control to null"
+            }
         if parse_params(job.params).method != "render":
             return {}
         why = (
@@ -76,9 +86,12 @@ class InbetweenPipeline:
     def accepted_inputs(self, job: JobSpec) -> dict[Pass, tuple[int, ...] | FrameRanges]:
         # Vector and depth feed render-assisted in-betweening (method "render").
         every = FrameRanges.of(set(job.frames) | set(job.keyframes))
-        if parse_params(job.params).method == "render":
+        params = parse_params(job.params)
+        guide = params.diffusion_settings.guide_pass  # a Wan2.1-VACE control: its guides
+        if params.method == "render" or guide is not None:
             every = every.union(guide_ranges(job.keyframes, job.frames))
-        return {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: every, Pass.DEPTH: every}
+        accepted = {Pass.KEYFRAME: tuple(job.keyframes), Pass.VECTOR: every, Pass.DEPTH: every}
+        return accepted | ({guide: every} if guide is not None else {})
 
     def missing_models(self, job: JobSpec, models: Any) -> list[str]:
         params = parse_params(job.params)

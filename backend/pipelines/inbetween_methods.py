@@ -24,7 +24,8 @@ METHODS: dict[str, str] = {
     "flow": "backend.pipelines.inbetween_image:ImageMethod",
     "crossfade": "backend.pipelines.inbetween_image:ImageMethod",
     "render": "backend.pipelines.inbetween_image:ImageMethod",
-    "diffusion": "backend.pipelines.inbetween_diffusion:DiffusionMethod",
+    # SparseCtrl or Wan2.1-VACE, by params.diffusion.engine
+    "diffusion": "backend.pipelines.inbetween_engines:DiffusionEngines",
 }
 
 

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..jobs import Pass, PipelineError
-from ..vision.passes import depth_to_control, lineart_to_control
+from ..vision.passes import DepthRange, depth_to_control, lineart_to_control
 from ..vision.pixels import to_uint8
 from .base import RunContext
 from .stylize_conditioning import DEPTH_RANGES
@@ -76,8 +76,11 @@ class Window:
     produced: int  # leading frames that are the window's own (the rest is padding)
 
 
-def control_image(ctx: RunContext, control: VaceControl, frame: int) -> np.ndarray:
-    """The control picture of one frame at the shot's size, float32 HxWx3 0..1."""
+def control_image(
+    ctx: RunContext, control: VaceControl, frame: int, depth: DepthRange | None = None
+) -> np.ndarray:
+    """The control picture of one frame at the shot's size, float32 HxWx3 0..1. Depth is
+    normalised with `depth`, else with the range of the job's frames (one per shot)."""
     source = CONTROL_PASS[control]
     if source is None:
         job = ctx.job
@@ -85,7 +88,7 @@ def control_image(ctx: RunContext, control: VaceControl, frame: int) -> np.ndarr
     try:
         image = ctx.input(source, frame)
         if source is Pass.DEPTH:
-            return depth_to_control(image, DEPTH_RANGES.get(ctx))
+            return depth_to_control(image, depth or DEPTH_RANGES.get(ctx))
         if source is Pass.LINEART:
             return lineart_to_control(image)
         luma = beauty_rgb(image) @ _LUMA
@@ -102,9 +105,10 @@ def build_window(
     frames: Sequence[int],
     written: Mapping[int, np.ndarray],
     size: tuple[int, int],
+    depth: DepthRange | None = None,
 ) -> Window:
-    """The window over `frames`: written ones (uint8 outputs) kept, the rest from control,
-    padded to 4k+1 frames by repeating the last control picture."""
+    """The window over `frames`: written ones (uint8 outputs, or keys) kept, the rest from
+    control, padded to 4k+1 frames by repeating the last picture (generated)."""
     width, height = size
     video: list[np.ndarray] = []
     mask: list[float] = []
@@ -114,7 +118,7 @@ def build_window(
             video.append(resize(picture, width, height))
             mask.append(0.0)
         else:
-            video.append(resize(control_image(ctx, control, frame), width, height))
+            video.append(resize(control_image(ctx, control, frame, depth), width, height))
             mask.append(1.0)
     for _ in range(padded_length(len(frames)) - len(frames)):
         video.append(video[-1])

@@ -32,10 +32,21 @@ def entry(**more) -> dict:
 def test_builtin_entries_read_back_from_their_own_json() -> None:
     names = [e.name for e in BUILTIN_CATALOGUE]
     assert names == ["sd15", "controlnet-depth", "controlnet-normal", "controlnet-lineart",
-                     "animatediff-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15"]  # fmt: skip
+                     "animatediff-v1-5-3", "sparsectrl-rgb", "ip-adapter-sd15",
+                     "wan2.1-vace-1.3b"]  # fmt: skip
     for e in BUILTIN_CATALOGUE:
         assert parse_entry(e.to_json() | {"folder": e.destination}).to_json() == e.to_json()
-        assert all(f.path and f.size for f in e.files) and e.licence
+        assert e.licence
+        if e.kind is not ModelKind.WAN_VACE:  # Wan's sharded parts are listed by pattern
+            assert all(f.path and f.size for f in e.files)
+    (wan,) = [e for e in BUILTIN_CATALOGUE if e.kind is ModelKind.WAN_VACE]
+    assert (wan.repo, wan.licence, wan.destination) == (
+        "Wan-AI/Wan2.1-VACE-1.3B-diffusers",
+        "apache-2.0",
+        "wan/wan2.1-vace-1.3b",
+    )
+    parts = {(f.path or f.pattern or "").split("/")[0] for f in wan.files}
+    assert {"transformer", "vae", "text_encoder", "tokenizer", "scheduler"} <= parts
     nets = {e.conditioning for e in BUILTIN_CATALOGUE if e.kind is ModelKind.CONTROLNET}
     assert nets == {"depth", "normal", "lineart"}
 
