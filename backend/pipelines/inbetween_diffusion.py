@@ -35,7 +35,7 @@ from __future__ import annotations
 import bisect
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -183,6 +183,45 @@ def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
     return out
 
 
+ClipFrames = Iterator[tuple[int, np.ndarray]]  # (frame, picture), each as its clip is made
+
+
+def write_clips(
+    ctx: RunContext,
+    chunk: Chunk,
+    params: InbetweenParams,
+    generate: Callable[[int, int, set[int], dict[int, Key]], ClipFrames],
+    as_output: Callable[[np.ndarray, int], np.ndarray],
+) -> None:
+    """One key interval of a generative in-between, whichever engine `generate` runs: frames on
+    the keys (and holds of them) are the keys as written; the others are written as their clips
+    are made, so a long gap never holds all its pictures. `as_output` makes a generated picture
+    an output frame with the keys' channel count."""
+    if len(chunk.context) != 2:
+        raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
+    k0, k1 = chunk.context
+    ctx.check_cancel()
+    keys = {k: read_key(ctx, k) for k in (k0, k1)}
+    channels = max(k.output.shape[2] for k in keys.values())
+    showing: dict[int, list[int]] = {}  # generated picture -> the frames that show it
+    for t in chunk.frames:
+        if ctx.finished_output(t) is not None:
+            continue
+        shown = source_frame(t, k0, params.on_twos) if k0 < t < k1 else t
+        if shown <= k0 or shown >= k1:
+            ctx.write_output(t, keys[k0 if shown <= k0 else k1].output)
+        else:
+            showing.setdefault(shown, []).append(t)
+    if not showing:
+        return
+    # closed at once however the loop ends: the memory level is put back with it
+    with closing(generate(k0, k1, set(showing), keys)) as made:
+        for frame, picture in made:
+            ctx.check_cancel()
+            for t in showing[frame]:
+                ctx.write_output(t, as_output(picture, channels))
+
+
 # ---- the method -------------------------------------------------------------------------------
 
 
@@ -223,33 +262,11 @@ class DiffusionMethod:
         return pinned
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
-        """Frames are written as their clips are made: a clip's pictures are kept only while a
-        later clip starts or ends on them, so a long gap never holds all its frames."""
-        if len(chunk.context) != 2:
-            raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
-        k0, k1 = chunk.context
-        ctx.check_cancel()
-        keys = {k: read_key(ctx, k) for k in (k0, k1)}
-        channels = max(k.output.shape[2] for k in keys.values())
+        def generate(k0: int, k1: int, wanted: set[int], keys: dict[int, Key]) -> ClipFrames:
+            ends = {k: key.rgb for k, key in keys.items()}
+            return _generate(ctx, params, k0, k1, wanted, ends)
 
-        showing: dict[int, list[int]] = {}  # generated picture -> the frames that show it
-        for t in chunk.frames:
-            if ctx.finished_output(t) is not None:
-                continue
-            shown = source_frame(t, k0, params.on_twos) if k0 < t < k1 else t
-            if shown <= k0 or shown >= k1:
-                ctx.write_output(t, keys[k0 if shown <= k0 else k1].output)
-            else:
-                showing.setdefault(shown, []).append(t)
-        if not showing:
-            return
-        ends = {k: key.rgb for k, key in keys.items()}
-        # closed at once however the loop ends: the memory level is put back with it
-        with closing(_generate(ctx, params, k0, k1, set(showing), ends)) as made:
-            for frame, picture in made:
-                ctx.check_cancel()
-                for t in showing[frame]:
-                    ctx.write_output(t, picture_uint8(picture, channels))
+        write_clips(ctx, chunk, params, generate, picture_uint8)
 
     def out_of_memory_advice(self, job: JobSpec, params: InbetweenParams) -> str:
         length = params.diffusion_settings.clip_length

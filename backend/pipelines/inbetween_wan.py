@@ -21,30 +21,26 @@ Torch-free: stylize_wan_runtime (torch, diffusers) is imported when the first cl
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from typing import Any
 
 import numpy as np
 
-from ..jobs import InputError, JobSpec, Pass, PipelineError
+from ..jobs import InputError, JobSpec
 from ..models.catalogue import ModelKind
 from ..models.registry import Need
 from ..models.wan_folder import wan_working_area
-from ..vision.passes import DepthRange, depth_range_streamed
 from .base import Chunk, RunContext
 from .diffusion_common import LOAD_STAGE, progress_hook, require_models
-from .inbetween_diffusion import Key, clip_seed, plan_clips, read_key
+from .inbetween_diffusion import Key, clip_seed, plan_clips, write_clips
 from .inbetween_guided import guide_frames
-from .inbetween_keys import source_frame
 from .inbetween_params import MIN_CLIP, DiffusionParams, InbetweenParams
+from .stylize_conditioning import DepthRanges
 from .stylize_plan import MEMORY_PLANS
 from .wan_control import build_window, frames_at_shot_size, run_size
 
 MIN_SIDE = 16
-_RANGES_KEPT = 32
 
 
 class WanInbetween:
@@ -76,30 +72,13 @@ class WanInbetween:
         return pinned
 
     def run_chunk(self, ctx: RunContext, chunk: Chunk, params: InbetweenParams) -> None:
-        """Frames are written as their clips are made; a clip's pictures are kept only while a
-        later clip starts or ends on them."""
-        if len(chunk.context) != 2:
-            raise PipelineError(f"An in-between chunk reads two keys, not {chunk.context}.")
-        k0, k1 = chunk.context
-        ctx.check_cancel()
-        keys = {k: read_key(ctx, k) for k in (k0, k1)}
-        channels = max(k.output.shape[2] for k in keys.values())
-        showing: dict[int, list[int]] = {}  # generated picture -> the frames that show it
-        for t in chunk.frames:
-            if ctx.finished_output(t) is not None:
-                continue
-            shown = source_frame(t, k0, params.on_twos) if k0 < t < k1 else t
-            if shown <= k0 or shown >= k1:
-                ctx.write_output(t, keys[k0 if shown <= k0 else k1].output)
-            else:
-                showing.setdefault(shown, []).append(t)
-        if not showing:
-            return
-        with closing(_generate(ctx, params, k0, k1, set(showing), keys)) as made:
-            for frame, picture in made:
-                ctx.check_cancel()
-                for t in showing[frame]:
-                    ctx.write_output(t, _channels(picture, channels))
+        write_clips(
+            ctx,
+            chunk,
+            params,
+            lambda k0, k1, wanted, keys: _generate(ctx, params, k0, k1, wanted, keys),
+            _channels,
+        )
 
     def out_of_memory_advice(self, job: JobSpec, params: InbetweenParams) -> str:
         window = params.diffusion_settings.window
@@ -123,32 +102,8 @@ def _channels(picture: np.ndarray, channels: int) -> np.ndarray:
     return picture
 
 
-class GuideDepthRanges:
-    """One depth range per job over the depth guides of every interval it follows (keys
-    included), read one frame at a time, kept for recent jobs: the control never flickers
-    from clip to clip, and a resumed job gets the same range."""
-
-    def __init__(self, kept: int = _RANGES_KEPT) -> None:
-        self._kept = kept
-        self._ranges: OrderedDict[str, DepthRange] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, ctx: RunContext) -> DepthRange:
-        job = ctx.job
-        with self._lock:
-            if job.id in self._ranges:
-                self._ranges.move_to_end(job.id)
-                return self._ranges[job.id]
-        frames = guide_frames(job.keyframes, job.frames)
-        found = depth_range_streamed(lambda: (ctx.input(Pass.DEPTH, f) for f in frames))
-        with self._lock:
-            self._ranges[job.id] = found
-            while len(self._ranges) > self._kept:
-                self._ranges.popitem(last=False)
-        return found
-
-
-GUIDE_DEPTH_RANGES = GuideDepthRanges()
+# one range per job over the depth guides of every interval it follows (keys included)
+GUIDE_DEPTH_RANGES = DepthRanges(lambda job: guide_frames(job.keyframes, job.frames))
 
 
 def _generate(

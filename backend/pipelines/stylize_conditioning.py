@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..jobs import Pass, PipelineError
+from ..jobs import JobSpec, Pass, PipelineError
 from ..vision.passes import (
     DepthRange,
     depth_range_streamed,
@@ -29,9 +29,16 @@ _RANGES_KEPT = 32  # jobs whose depth range is remembered (a few floats each)
 
 
 class DepthRanges:
-    """The shot-wide depth range of recent jobs, by job id."""
+    """The depth range of recent jobs over the frames `frames_of` names (the whole shot by
+    default), by job id: one range per job, so the control never flickers between chunks and a
+    resumed job gets the same range."""
 
-    def __init__(self, kept: int = _RANGES_KEPT) -> None:
+    def __init__(
+        self,
+        frames_of: Callable[[JobSpec], Iterable[int]] = lambda job: job.frames,
+        kept: int = _RANGES_KEPT,
+    ) -> None:
+        self._frames_of = frames_of
         self._kept = kept
         self._ranges: OrderedDict[str, DepthRange] = OrderedDict()
         self._lock = threading.Lock()
@@ -44,7 +51,8 @@ class DepthRanges:
                 return self._ranges[job.id]
         # Streamed: the frames are read one at a time, never all held (and, for a long shot,
         # read twice).
-        found = depth_range_streamed(lambda: (ctx.input(Pass.DEPTH, f) for f in job.frames))
+        frames = self._frames_of(job)
+        found = depth_range_streamed(lambda: (ctx.input(Pass.DEPTH, f) for f in frames))
         with self._lock:
             self._ranges[job.id] = found
             while len(self._ranges) > self._kept:
