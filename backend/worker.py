@@ -115,14 +115,7 @@ class JobContext:
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
     def write_output(self, frame: int, image: np.ndarray) -> None:
-        if frame not in self.job.frames:
-            raise PipelineError(f"pipeline wrote frame {frame}, which the job did not ask for")
-        h, w = self.job.height, self.job.width
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[:2] != (h, w):
-            raise PipelineError(
-                f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
-                f" expected uint8 {h}x{w}x3 or x4"
-            )
+        check_output(self.job, frame, image)
         if self._store.has_output(self.job.id, frame):
             return  # first write wins: a finished frame is never rewritten (e.g. on resume)
         self._store.write_output(self.job.id, frame, encode_png(image))
@@ -385,3 +378,15 @@ def run_with_memory_levels(
                 + (advice(ctx.job) if advice else GENERIC_OOM_ADVICE)
             )
         ctx.memory_level += 1
+
+
+def check_output(job: JobSpec, frame: int, image: np.ndarray) -> None:
+    """A pipeline's output frame is one the job asked for, uint8 at the job's size."""
+    if frame not in job.frames:
+        raise PipelineError(f"pipeline wrote frame {frame}, which the job did not ask for")
+    h, w = job.height, job.width
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[:2] != (h, w):
+        raise PipelineError(
+            f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
+            f" expected uint8 {h}x{w}x3 or x4"
+        )

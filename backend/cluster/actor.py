@@ -29,7 +29,7 @@ from ..jobs import ANY_SIZE_PASSES, InputError, JobSpec, Pass, PipelineError
 from ..pipelines.base import Canceled
 from ..vision.imageio import decode
 from ..vision.png import encode_png
-from ..worker import MAX_PIXELS, run_with_memory_levels
+from ..worker import MAX_PIXELS, check_output, run_with_memory_levels
 from . import faults
 from .messages import (
     FrameDone,
@@ -99,14 +99,7 @@ class RemoteContext:
         return None if data is None else png_to_rgb(data)
 
     def write_output(self, frame: int, image: np.ndarray) -> None:
-        if frame not in self.job.frames:
-            raise PipelineError(f"pipeline wrote frame {frame}, which the job did not ask for")
-        h, w = self.job.height, self.job.width
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[:2] != (h, w):
-            raise PipelineError(
-                f"pipeline produced a {image.shape} {image.dtype} image for frame {frame};"
-                f" expected uint8 {h}x{w}x3 or x4"
-            )
+        check_output(self.job, frame, image)
         if frame in self._written:
             return  # first write wins, as on the head: a finished frame is never rewritten
         png = encode_png(image)

@@ -183,6 +183,34 @@ def picture_uint8(rgb: np.ndarray, channels: int) -> np.ndarray:
     return out
 
 
+class ClipPictures:
+    """The pictures clips start and end on (the keys, and frames made by earlier clips), each
+    kept only while a later clip still starts or ends on it: a long gap never holds them all."""
+
+    def __init__(self, clips: Sequence[Sequence[int]], keys: dict[int, np.ndarray]) -> None:
+        self._uses = Counter(frame for clip in clips for frame in (clip[0], clip[-1]))
+        self._keys = set(keys)
+        self._pictures = dict(keys)
+
+    def ends(self, clip: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        return self._pictures[clip[0]], self._pictures[clip[-1]]
+
+    def made(
+        self, clip: Sequence[int], made: Sequence[np.ndarray], wanted: set[int]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(frame, picture) of the wanted frames strictly inside `clip`, from its pictures
+        `made` (ends included), keeping those a later clip starts or ends on."""
+        for end in (clip[0], clip[-1]):
+            self._uses[end] -= 1
+            if self._uses[end] <= 0 and end not in self._keys:
+                self._pictures.pop(end, None)  # no later clip starts or ends on it
+        for frame, image in zip(clip[1:-1], made[1:-1], strict=True):
+            if self._uses[frame] > 0:
+                self._pictures[frame] = image
+            if frame in wanted:
+                yield frame, image
+
+
 ClipFrames = Iterator[tuple[int, np.ndarray]]  # (frame, picture), each as its clip is made
 
 
@@ -369,21 +397,14 @@ def _generate(
     with memory_scope(loaded, level, what) as plan:
         length = max(MIN_CLIP, min(p.clip_length, _window(loaded) // plan.window_divisor))
         clips = plan_clips(range(k0, k1 + 1), length, wanted)
-        uses = Counter(frame for clip in clips for frame in (clip[0], clip[-1]))
-        pictures = dict(keys)
+        pictures = ClipPictures(clips, keys)
         for i, clip in enumerate(clips):
-            ends = {0: pictures[clip[0]], len(clip) - 1: pictures[clip[-1]]}
+            first, last = pictures.ends(clip)
             hook = progress_hook(ctx, i, len(clips))
-            made = denoise_clip(runtime, loaded, p, ctx.job, clip, ends, hook)
-            for end in (clip[0], clip[-1]):
-                uses[end] -= 1
-                if uses[end] <= 0 and end not in keys:
-                    pictures.pop(end, None)  # no later clip starts or ends on it
-            for frame, image in zip(clip[1:-1], made[1:-1], strict=True):
-                if uses[frame] > 0:
-                    pictures[frame] = image
-                if frame in wanted:
-                    yield frame, image
+            made = denoise_clip(
+                runtime, loaded, p, ctx.job, clip, {0: first, len(clip) - 1: last}, hook
+            )
+            yield from pictures.made(clip, made, wanted)
 
 
 def _window(loaded: LoadedModels) -> int:

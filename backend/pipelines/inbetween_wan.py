@@ -21,7 +21,6 @@ Torch-free: stylize_wan_runtime (torch, diffusers) is imported when the first cl
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +32,7 @@ from ..models.registry import Need
 from ..models.wan_folder import wan_working_area
 from .base import Chunk, RunContext
 from .diffusion_common import LOAD_STAGE, progress_hook, require_models
-from .inbetween_diffusion import Key, clip_seed, plan_clips, write_clips
+from .inbetween_diffusion import ClipPictures, Key, clip_seed, plan_clips, write_clips
 from .inbetween_guided import guide_frames
 from .inbetween_params import MIN_CLIP, DiffusionParams, InbetweenParams
 from .stylize_conditioning import DepthRanges
@@ -131,10 +130,9 @@ def _generate(
     pipe = runtime.load(ctx.models, str(entry.name))
     ctx.check_cancel()
     clips = plan_clips(range(k0, k1 + 1), max(MIN_CLIP, p.window), wanted)
-    uses = Counter(frame for clip in clips for frame in (clip[0], clip[-1]))
-    pictures: dict[int, np.ndarray] = {k: key.output for k, key in keys.items()}
+    pictures = ClipPictures(clips, {k: key.output for k, key in keys.items()})
     for i, clip in enumerate(clips):
-        ends = {f: pictures[f] for f in (clip[0], clip[-1])}
+        ends = dict(zip((clip[0], clip[-1]), pictures.ends(clip), strict=True))
         window = build_window(ctx, control, clip, ends, size, depth)
         request = WanRequest(
             prompt=p.prompt,
@@ -149,12 +147,4 @@ def _generate(
         )
         images = denoise_window(runtime, pipe, request, progress_hook(ctx, i, len(clips)))
         made = frames_at_shot_size(images[: window.produced], job.width, job.height)
-        for end in (clip[0], clip[-1]):
-            uses[end] -= 1
-            if uses[end] <= 0 and end not in keys:
-                pictures.pop(end, None)  # no later clip starts or ends on it
-        for frame, image in zip(clip[1:-1], made[1:-1], strict=True):
-            if uses[frame] > 0:
-                pictures[frame] = image
-            if frame in wanted:
-                yield frame, image
+        yield from pictures.made(clip, made, wanted)
