@@ -59,3 +59,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-models")
     make_tiny_models(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def wan_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the tiny Wan2.1-VACE, made once per session. Read-only, as
+    tiny_models."""
+    from backend.models.tiny_wan import make_tiny_wan_vace  # imports diffusers: only when needed
+
+    root = tmp_path_factory.mktemp("wan-models")
+    make_tiny_wan_vace(root)
+    return root

@@ -146,3 +146,19 @@ def outputs(client: httpx.Client, job: dict) -> dict[int, bytes]:
         assert r.status_code == 200, r.text
         out[f] = r.content
     return out
+
+
+def run_bench(*args: str, timeout: float = 600) -> str:
+    """`python -m backend bench ARGS` on one thread, as a user runs it; its stdout, after
+    asserting it exited 0 (the output's tail in the message otherwise)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "backend", "bench", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout

@@ -5,13 +5,10 @@ the machine (the service and the direct pipeline make the very same frames)."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from backend.bench.stylize_report import Table, parse_results, result_line
-from tests.backend.server import REPO
+from tests.backend.server import run_bench
 
 
 def test_result_lines_round_trip_and_tables_align() -> None:
@@ -30,21 +27,11 @@ def test_result_lines_round_trip_and_tables_align() -> None:
 def test_quick_stylize_bench_prints_overhead_and_consistency_figures(
     tiny_models: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "backend", "bench", "stylize", "--quick"),
-            *("--part", "overhead", "--part", "consistency"),
-            *("--models", str(tiny_models), "--workdir", str(tmp_path)),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_bench(
+        *("stylize", "--quick"),
+        *("--part", "overhead", "--part", "consistency"),
+        *("--models", str(tiny_models), "--workdir", str(tmp_path)),
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
     assert "where the service's time goes" in out and "warping error" in out
     results = parse_results(out)
     assert set(results) == {"overhead", "consistency"}

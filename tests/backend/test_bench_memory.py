@@ -5,14 +5,11 @@ measured, per case, in a process of its own."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from backend.bench.memory import Case, cases, job_body
 from backend.bench.stylize_report import parse_results
-from tests.backend.server import REPO
+from tests.backend.server import run_bench
 
 
 def test_the_default_cases_are_the_issues() -> None:
@@ -35,21 +32,11 @@ def test_the_default_cases_are_the_issues() -> None:
 
 
 def test_quick_memory_bench_measures_each_case_in_its_own_process(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "backend", "bench", "memory", "--quick"),
-            *("--method", "render", "--method", "flow", "--threads", "1"),
-            *("--workdir", str(tmp_path)),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    out = run_bench(
+        *("memory", "--quick"),
+        *("--method", "render", "--method", "flow", "--threads", "1"),
+        *("--workdir", str(tmp_path)),
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
     assert "peak memory of a fresh backend process running one job" in out
     assert "largest case / smallest, per method" in out
     results = parse_results(out)

@@ -5,30 +5,18 @@ engines side by side. Timings are printed, never asserted: only that they exist 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from backend.bench.stylize_report import parse_results
-from tests.backend.server import REPO
+from tests.backend.server import run_bench
 
 
 def test_quick_engine_bench_times_wan_beside_animatediff(tmp_path: Path) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [
-            *(sys.executable, "-m", "backend", "bench", "stylize", "--engine", "wan_vace"),
-            *("--quick", "--device", "cpu", "--workdir", str(tmp_path)),
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+    out = run_bench(
+        *("stylize", "--engine", "wan_vace"),
+        *("--quick", "--device", "cpu", "--workdir", str(tmp_path)),
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = proc.stdout
     assert "engine wan_vace: Wan2.1-VACE 1.3B speed" in out and "engines side by side" in out
     assert "transformer 2154 M" in out  # the published 1.3B VACE architecture, full size
     results = parse_results(out)

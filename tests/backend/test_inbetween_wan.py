@@ -74,15 +74,6 @@ def keys() -> dict[int, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def wan_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from backend.models.tiny_wan import make_tiny_wan_vace
-
-    root = tmp_path_factory.mktemp("wan-models")
-    make_tiny_wan_vace(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, wan_models: Path) -> Iterator[Backend]:
     root = tmp_path_factory.mktemp("inbetween-wan")
     b = Backend(data=root / "data", models=wan_models, env={"OMP_NUM_THREADS": "1"}).start()

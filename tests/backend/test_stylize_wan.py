@@ -61,15 +61,6 @@ def shot() -> dict[int, dict[Pass, bytes]]:
 
 
 @pytest.fixture(scope="module")
-def wan_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from backend.models.tiny_wan import make_tiny_wan_vace
-
-    root = tmp_path_factory.mktemp("wan-models")
-    make_tiny_wan_vace(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, wan_models: Path) -> Iterator[Backend]:
     root = tmp_path_factory.mktemp("stylize-wan")
     b = Backend(data=root / "data", models=wan_models, env={"OMP_NUM_THREADS": "1"}).start()
